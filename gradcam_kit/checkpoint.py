@@ -1,0 +1,203 @@
+"""Reading and writing checkpoints, and fetching torchvision weights without ever hanging.
+
+A checkpoint may be a plain ``state_dict`` or a dict that holds one under ``state_dict``,
+``model_state_dict``, ``model`` or ``params`` (the layouts written by common training
+loops), with or without the ``module.`` prefix that DataParallel/DDP add. Files are read
+with ``torch.load(..., weights_only=True)``: no code in a checkpoint is ever executed.
+
+The checkpoints this project writes (:func:`save_checkpoint`) hold the ``state_dict``
+plus metadata: ``num_classes``, ``class_names``, ``input_size``, ``mean``, ``std``,
+``target_layer`` and the library versions.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlparse
+
+import torch
+from torch import Tensor, nn
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "extract_state_dict",
+    "load_checkpoint",
+    "load_into",
+    "save_checkpoint",
+    "torchvision_state_dict",
+]
+
+CHECKPOINT_FORMAT = "gradcam_kit/1"
+STATE_DICT_KEYS = ("state_dict", "model_state_dict", "model", "params")
+# Prefixes stripped when they stop a checkpoint from matching: DataParallel/DDP, and
+# wrappers that kept the torchvision network as an attribute.
+WRAPPER_PREFIXES = ("module.", "_orig_mod.", "model.", "resnet50.", "backbone.", "resnet.")
+OFFLINE_ENV = "GRADCAM_KIT_OFFLINE"
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Reads a checkpoint file safely and returns the loaded object as a dict.
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is not a readable torch checkpoint (names the file).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {path}")
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for truncated or foreign files
+        raise ValueError(
+            f"cannot read checkpoint {path}: {type(err).__name__}: {err}. "
+            "Expected a file written by torch.save() holding a state_dict"
+        ) from None
+    if not isinstance(loaded, Mapping):
+        raise ValueError(
+            f"checkpoint {path} holds a {type(loaded).__name__}, not a state_dict; "
+            "save model.state_dict() rather than the model object"
+        )
+    return dict(loaded)
+
+
+def extract_state_dict(checkpoint: Mapping, *, source: str = "checkpoint") -> dict[str, Tensor]:
+    """Finds the ``state_dict`` inside a loaded checkpoint (see the module docstring)."""
+    for key in STATE_DICT_KEYS:
+        inner = checkpoint.get(key)
+        if isinstance(inner, Mapping) and inner and all(
+            isinstance(v, Tensor) for v in inner.values()
+        ):
+            return dict(inner)
+    tensors = {k: v for k, v in checkpoint.items() if isinstance(v, Tensor)}
+    if tensors and len(tensors) == len(checkpoint):
+        return tensors
+    raise ValueError(
+        f"{source} holds no state_dict: expected a mapping of tensors, or one under "
+        f"{', '.join(repr(k) for k in STATE_DICT_KEYS)}; found keys {sorted(checkpoint)[:8]}"
+    )
+
+
+def _adapt_keys(state_dict: dict[str, Tensor], expected: set[str]) -> dict[str, Tensor]:
+    keys = set(state_dict)
+    for _ in range(3):  # e.g. "module.resnet50.conv1.weight"
+        if keys & expected:
+            break
+        for prefix in WRAPPER_PREFIXES:
+            if keys and all(k.startswith(prefix) for k in keys):
+                state_dict = {k[len(prefix) :]: v for k, v in state_dict.items()}
+                keys = set(state_dict)
+                break
+        else:
+            break
+    return state_dict
+
+
+def load_into(model: nn.Module, state_dict: Mapping[str, Tensor], *, source: str) -> None:
+    """Loads ``state_dict`` into ``model`` strictly, with an error that names what differs.
+
+    Raises:
+        ValueError: missing/unexpected keys or mismatched shapes (e.g. a head trained for a
+            different number of classes); the message names ``source`` and the mismatch.
+    """
+    own = model.state_dict()
+    state_dict = _adapt_keys(dict(state_dict), set(own))
+    missing = sorted(set(own) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(own))
+    shapes = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+        for k, v in state_dict.items()
+        if k in own and tuple(v.shape) != tuple(own[k].shape)
+    ]
+    problems = []
+    if shapes:
+        hint = ""
+        if any(k.startswith("fc.") for k in (s.split(":")[0] for s in shapes)):
+            ckpt_classes = state_dict["fc.weight"].shape[0] if "fc.weight" in state_dict else "?"
+            hint = f" (the checkpoint's head has {ckpt_classes} classes: pass num_classes={ckpt_classes})"
+        problems.append("shape mismatch " + "; ".join(shapes[:5]) + hint)
+    if missing:
+        problems.append(f"{len(missing)} missing keys, e.g. {missing[:3]}")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected keys, e.g. {unexpected[:3]}")
+    if problems:
+        raise ValueError(f"checkpoint {source} does not fit {type(model).__name__}: " + "; ".join(problems))
+    model.load_state_dict(state_dict, strict=True)
+
+
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, **metadata: object) -> Path:
+    """Writes ``model``'s ``state_dict`` with metadata, loadable with ``weights_only=True``.
+
+    Metadata values must be plain Python data (numbers, strings, lists, dicts) or tensors.
+    The file is written to a temporary name first and renamed, so an interrupted save
+    never leaves a corrupt checkpoint behind.
+    """
+    import torchvision
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dict = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "state_dict": state_dict,
+        "versions": {
+            "torch": torch.__version__,
+            "torchvision": torchvision.__version__,
+            "python": sys.version.split()[0],
+        },
+        **metadata,
+    }
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    while hasattr(model, "module") and isinstance(model.module, nn.Module):
+        model = model.module  # DataParallel / DistributedDataParallel
+    return getattr(model, "_orig_mod", model)  # torch.compile
+
+
+def _cached_weights_path(url: str) -> Path:
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
+
+
+def _reachable(url: str, timeout: float = 3.0) -> str | None:
+    """Returns ``None`` if the weights' host answers, else why not (never blocks long)."""
+    if os.environ.get(OFFLINE_ENV, "") not in ("", "0"):
+        return f"{OFFLINE_ENV} is set"
+    host = urlparse(url).hostname or ""
+    try:
+        with socket.create_connection((host, 443), timeout=timeout):
+            return None
+    except OSError as err:
+        return f"{host} is unreachable ({err})"
+
+
+def torchvision_state_dict(weights: object, *, progress: bool = True) -> dict[str, Tensor]:
+    """The state_dict of a torchvision ``WeightsEnum``, from the cache or a bounded download.
+
+    Raises:
+        RuntimeError: the weights are not cached and cannot be downloaded; the message says
+            where to put the file or to pass ``weights=None``.
+    """
+    cached = _cached_weights_path(weights.url)
+    if not cached.is_file():
+        why = _reachable(weights.url)
+        if why is not None:
+            raise RuntimeError(
+                f"torchvision weights {weights} are not in the cache and cannot be downloaded: "
+                f"{why}. Either download {weights.url} to {cached} (or set TORCH_HOME to a "
+                "folder holding hub/checkpoints/), pass weights='<path to a checkpoint>', "
+                "or pass weights=None for a randomly initialised backbone"
+            )
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(30.0)  # a stalled download fails instead of hanging forever
+    try:
+        return weights.get_state_dict(progress=progress, check_hash=True)
+    finally:
+        socket.setdefaulttimeout(previous)

@@ -1,0 +1,413 @@
+"""The Grad-CAM engine: one forward pass, a gradient only where it is needed.
+
+How a call works (:meth:`CAMEngine.explain`):
+
+1. Forward hooks on the target layers are registered once (:meth:`CAMEngine.attach`)
+   and stay dormant unless the *calling thread* is inside a recording. A plain
+   ``model(x)`` therefore pays one dictionary lookup per target layer and nothing else.
+2. During a recording, the hook keeps the layer's output. When that output carries no
+   autograd graph (``torch.no_grad()``, a frozen backbone) the hook *cuts* the graph
+   there: it keeps a detached leaf that requires grad and switches grad mode on for the
+   rest of the forward, so autograd records only the few layers between the target and
+   the logits. Nothing before the target layer is ever recorded. When the output already
+   carries a graph (training an unfrozen model) that graph is left intact, so the
+   returned logits back-propagate a training loss as usual.
+3. ``torch.autograd.grad(class_scores, activations)`` computes the gradient at the target
+   layers only: no parameter's ``.grad`` is written, BatchNorm statistics are updated by
+   the single forward only, and train/eval flags are never touched.
+4. The method (:mod:`gradcam_kit.methods`) weights the activation; ReLU, bilinear
+   upsampling to the input size and per-image min-max normalisation follow, batched, on
+   the input's device, in float32.
+
+Per-call state lives in a thread-local stack, never on the engine or the model, so two
+threads can explain with the same model at once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
+
+from .layers import resolve_layers
+from .methods import CAMMethod, get_method
+
+__all__ = [
+    "CAMEngine",
+    "CAMOutput",
+    "min_max_normalize",
+    "resolve_class_idx",
+    "upsample",
+]
+
+ScoreFn = Callable[[Tensor], Tensor]
+Reshape = Callable[[Tensor], Tensor]
+
+_recordings = threading.local()
+
+
+@dataclass
+class _Recording:
+    """What one explain call captures; lives only for that call, on its own thread."""
+
+    targets: dict[nn.Module, str]
+    activations: dict[str, Tensor] = field(default_factory=dict)
+    returned: dict[str, Tensor] = field(default_factory=dict)
+    cut_graph: bool = True
+
+
+def _active_recording() -> _Recording | None:
+    stack = getattr(_recordings, "stack", None)
+    return stack[-1] if stack else None
+
+
+def _capture_hook(module: nn.Module, inputs: tuple, output: object) -> Tensor | None:
+    # A module-level function (not a closure or a bound method) so that copy.deepcopy,
+    # pickling and torch.save of a model with hooks attached keep working.
+    recording = _active_recording()
+    if recording is None:
+        return None
+    name = recording.targets.get(module)
+    if name is None or recording.returned.get(name) is output:
+        return None  # not ours, or a second engine's hook on the same module: already taken
+    if not isinstance(output, Tensor):
+        raise TypeError(
+            f"layer {name!r} returns {type(output).__name__}, not a tensor; "
+            "target a layer whose output is a tensor (e.g. a conv, a block or a norm layer)"
+        )
+    if output.requires_grad:
+        activation = output
+    elif recording.cut_graph:
+        # Cut the graph here: nothing before this layer is recorded.
+        activation = output.detach().requires_grad_(True)
+        torch.set_grad_enabled(True)
+    else:
+        activation = output.detach()
+    recording.activations[name] = activation
+    # Hand the rest of the network a copy: later in-place ops (ReLU(inplace=True),
+    # `out += identity`) must not rewrite the tensor we differentiate against.
+    returned = activation.clone()
+    recording.returned[name] = returned
+    return returned
+
+
+@dataclass(frozen=True)
+class CAMOutput:
+    """Result of :meth:`CAMEngine.explain`.
+
+    Attributes:
+        logits: the model's output, following the caller's grad mode.
+        heatmaps: ``{layer_name: (B, H, W) float32}`` maps on the input's device.
+        class_idx: ``(B,)`` the explained class per image; ``None`` when a ``score_fn`` or
+            the decision of a single-logit head was explained.
+    """
+
+    logits: Tensor
+    heatmaps: dict[str, Tensor]
+    class_idx: Tensor | None
+
+
+def resolve_class_idx(class_idx: object, logits: Tensor) -> Tensor | None:
+    """Validates ``class_idx`` against ``logits`` ``(B, num_classes)``.
+
+    Returns a ``(B,)`` int64 tensor on the logits' device, or ``None`` when ``class_idx`` is
+    ``None`` and the head has a single logit (then the predicted decision is explained,
+    see :func:`class_scores`).
+
+    Raises:
+        ValueError: wrong length, out of range, or not integers; the message says what was
+            expected.
+    """
+    if logits.ndim != 2:
+        raise ValueError(
+            f"class-based explanations need logits of shape (B, num_classes), got "
+            f"{tuple(logits.shape)}; pass score_fn to explain another output"
+        )
+    batch, num_classes = logits.shape
+    if class_idx is None:
+        return None if num_classes == 1 else logits.detach().argmax(dim=1)
+    expected = (
+        f"an int in [0, {num_classes - 1}] or a sequence/tensor of {batch} such ints"
+    )
+    if isinstance(class_idx, bool) or isinstance(class_idx, float):
+        raise ValueError(f"class index must be {expected}, got {class_idx!r}")
+    if isinstance(class_idx, int):
+        if not 0 <= class_idx < num_classes:
+            raise ValueError(f"class index {class_idx} is out of range: expected {expected}")
+        return torch.full((batch,), class_idx, dtype=torch.long, device=logits.device)
+    if isinstance(class_idx, Tensor):
+        indices = class_idx
+    elif isinstance(class_idx, Sequence) and not isinstance(class_idx, str):
+        if not all(isinstance(i, int) and not isinstance(i, bool) for i in class_idx):
+            raise ValueError(f"class indices must be {expected}, got {list(class_idx)!r}")
+        indices = torch.tensor(list(class_idx), dtype=torch.long)
+    else:
+        raise ValueError(f"class index must be {expected}, got {class_idx!r}")
+    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
+        raise ValueError(f"class indices must be integers ({expected}), got dtype {indices.dtype}")
+    if indices.ndim == 0:
+        indices = indices.expand(batch)
+    if indices.shape != (batch,):
+        raise ValueError(
+            f"got {tuple(indices.shape)} class indices for a batch of {batch}: expected {expected}"
+        )
+    # One validation check on user-given indices; predicted classes never reach here.
+    if bool(((indices < 0) | (indices >= num_classes)).any()):
+        raise ValueError(f"class indices {indices.tolist()} out of range: expected {expected}")
+    return indices.to(device=logits.device, dtype=torch.long)
+
+
+def class_scores(logits: Tensor, class_idx: Tensor | None) -> Tensor:
+    """The ``(B,)`` scores whose gradients are explained.
+
+    ``class_idx=None`` on a single-logit head explains the predicted decision: the logit
+    ``z`` where ``z >= 0`` (positive) and ``-z`` where ``z < 0`` (negative).
+    """
+    if class_idx is None:
+        logit = logits[:, 0]
+        return torch.where(logit >= 0, logit, -logit)
+    return logits.gather(1, class_idx[:, None])[:, 0]
+
+
+def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    """Bilinearly resizes ``(B, h, w)`` maps to ``size`` (half-pixel centres, like OpenCV)."""
+    if tuple(maps.shape[-2:]) == tuple(size):
+        return maps
+    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def min_max_normalize(maps: Tensor) -> Tensor:
+    """Per-image min-max normalisation of ``(B, H, W)`` maps to ``[0, 1]``.
+
+    A constant map (all zeros after ReLU, say) becomes all zeros, never NaN.
+    """
+    flat = maps.flatten(1)
+    low = flat.amin(dim=1)[:, None, None]
+    span = flat.amax(dim=1)[:, None, None] - low
+    scale = torch.where(span > 0, 1.0 / span.clamp_min(torch.finfo(maps.dtype).tiny), 0.0)
+    return (maps - low) * scale
+
+
+class CAMEngine:
+    """Explains any ``nn.Module`` at one or more layers, at the cost of one forward pass.
+
+    Args:
+        model: the network to explain. It is never modified: no train/eval switch, no
+            ``requires_grad`` change, no ``.grad`` written.
+        target_layers: a layer name (``"layer4.2.conv3"`` or ``"layer4[-1].conv3"``), a
+            submodule of ``model``, or a sequence of them.
+        method: a method name from :data:`gradcam_kit.methods.METHODS` or a
+            :class:`~gradcam_kit.methods.CAMMethod`.
+        reshape: optional function turning an activation into ``(B, C, h, w)``, e.g. for
+            Vision Transformer tokens.
+
+    Hooks are registered by :meth:`attach` (or by entering the engine as a context
+    manager) and removed by :meth:`remove`; both are idempotent.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        target_layers: str | nn.Module | Sequence[str | nn.Module],
+        *,
+        method: str | CAMMethod = "gradcam",
+        reshape: Reshape | None = None,
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.layers = resolve_layers(model, target_layers)
+        self.method = get_method(method)
+        self.reshape = reshape
+        self._handles: list[RemovableHandle] = []
+
+    # -- hook lifecycle -------------------------------------------------------------
+    @property
+    def attached(self) -> bool:
+        """Whether the hooks are registered."""
+        return bool(self._handles)
+
+    def attach(self) -> CAMEngine:
+        """Registers one forward hook per target layer (no-op if already registered)."""
+        if not self._handles:
+            self._handles = _register(self.layers.values())
+        return self
+
+    def remove(self) -> None:
+        """Removes every hook this engine registered (safe to call any number of times)."""
+        handles, self._handles = self._handles, []
+        for handle in handles:
+            handle.remove()
+
+    def __enter__(self) -> CAMEngine:
+        return self.attach()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()  # never swallows the exception
+
+    # -- explaining -----------------------------------------------------------------
+    def explain(
+        self,
+        x: Tensor,
+        class_idx: int | Sequence[int] | Tensor | None = None,
+        *,
+        layers: str | nn.Module | Sequence[str | nn.Module] | None = None,
+        method: str | CAMMethod | None = None,
+        output_size: tuple[int, int] | str | None = "input",
+        normalize: bool = True,
+        score_fn: ScoreFn | None = None,
+        forward: Callable[[Tensor], Tensor] | None = None,
+    ) -> CAMOutput:
+        """Runs one forward pass and returns the logits with a map per layer.
+
+        Args:
+            x: the input batch ``(B, C, H, W)``.
+            class_idx: ``None`` for each image's predicted class, an ``int`` for all images,
+                or a sequence/tensor with one class per image.
+            layers: layers to explain in this call instead of the engine's own; hooks on
+                them live for this call only.
+            method: a method for this call instead of the engine's.
+            output_size: ``"input"`` for ``x``'s ``(H, W)``, a ``(h, w)`` tuple, or ``None`` for
+                the layer's own resolution (e.g. 7x7 for ResNet50's ``layer4``).
+            normalize: per-image min-max normalisation to ``[0, 1]`` (after ReLU).
+            score_fn: maps the logits to ``(B,)`` scores to explain; overrides ``class_idx``.
+            forward: what to call instead of ``self.model(x)``.
+
+        Under ``torch.inference_mode()`` the call runs as under ``torch.no_grad()`` (autograd
+        is briefly re-enabled after the target layer) and returns ordinary tensors.
+
+        Raises:
+            RuntimeError: a target layer did not run in the forward pass, or the scores do
+                not depend on it.
+            ValueError: a bad ``class_idx`` (see :func:`resolve_class_idx`).
+        """
+        if not isinstance(x, Tensor):
+            raise TypeError(f"expected an input tensor, got {type(x).__name__}")
+        if torch.is_inference_mode_enabled():
+            # Autograd is off in inference mode; leave it for this call only. The input is
+            # only read, and the caller gets ordinary (non-inference) tensors back.
+            with torch.inference_mode(False), torch.no_grad():
+                return self.explain(
+                    x, class_idx, layers=layers, method=method, output_size=output_size,
+                    normalize=normalize, score_fn=score_fn, forward=forward,
+                )
+        cam_method = self.method if method is None else get_method(method)
+        targets = self.layers if layers is None else resolve_layers(self.model, layers)
+        temporary = [] if self.attached and layers is None else _register(targets.values())
+        caller_grad = torch.is_grad_enabled()
+        recording = _Recording(
+            targets={module: name for name, module in targets.items()},
+            cut_graph=cam_method.needs_gradient,
+        )
+        if not hasattr(_recordings, "stack"):
+            _recordings.stack = []
+        stack = _recordings.stack
+        stack.append(recording)
+        try:
+            logits = (forward or self.model)(x)
+        finally:
+            stack.pop()
+            torch.set_grad_enabled(caller_grad)
+            for handle in temporary:
+                handle.remove()
+
+        missing = [name for name in targets if name not in recording.activations]
+        if missing:
+            raise RuntimeError(
+                f"target layer(s) {missing} did not run in the forward pass; "
+                "pick layers that the model's forward actually calls"
+            )
+        activations = [recording.activations[name] for name in targets]
+        recording.activations.clear()
+        recording.returned.clear()
+
+        indices = None if score_fn is not None else resolve_class_idx(class_idx, logits)
+        gradients: Sequence[Tensor | None] = [None] * len(activations)
+        if cam_method.needs_gradient:
+            gradients = self._gradients(
+                logits, indices, dict(zip(targets, activations)), score_fn, caller_grad
+            )
+        method_idx = indices
+        if method_idx is None:  # a score_fn, or the decision of a single-logit head
+            method_idx = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+
+        size = tuple(x.shape[-2:]) if output_size == "input" else output_size
+        # Maps are computed in float32 whatever autocast the caller runs under.
+        with torch.autocast(x.device.type, enabled=False):
+            heatmaps = {
+                name: self._map(activation, gradient, method_idx, cam_method, size, normalize)
+                for name, activation, gradient in zip(targets, activations, gradients)
+            }
+        if not caller_grad:
+            logits = logits.detach()
+        return CAMOutput(logits=logits, heatmaps=heatmaps, class_idx=indices)
+
+    def __call__(self, x: Tensor, class_idx: object = None, **kwargs: object) -> CAMOutput:
+        """Same as :meth:`explain`."""
+        return self.explain(x, class_idx, **kwargs)
+
+    def _gradients(
+        self,
+        logits: Tensor,
+        indices: Tensor | None,
+        activations: dict[str, Tensor],
+        score_fn: ScoreFn | None,
+        caller_grad: bool,
+    ) -> tuple[Tensor, ...]:
+        with torch.enable_grad():
+            scores = score_fn(logits) if score_fn is not None else class_scores(logits, indices)
+            if scores.shape != (logits.shape[0],):
+                raise ValueError(
+                    f"score_fn must return one score per image, shape ({logits.shape[0]},), "
+                    f"got {tuple(scores.shape)}"
+                )
+            if not scores.requires_grad:
+                raise RuntimeError(
+                    "the class scores do not depend on the target layer(s); "
+                    "target a layer that the output is computed from"
+                )
+            gradients = torch.autograd.grad(
+                scores.sum(),
+                list(activations.values()),
+                retain_graph=caller_grad and logits.requires_grad,
+                allow_unused=True,
+            )
+        if any(g is None for g in gradients):
+            unused = [name for name, g in zip(activations, gradients) if g is None]
+            raise RuntimeError(f"the class scores do not depend on layer(s) {unused}")
+        return gradients
+
+    def _map(
+        self,
+        activation: Tensor,
+        gradient: Tensor | None,
+        class_idx: Tensor,
+        method: CAMMethod,
+        size: tuple[int, int] | None,
+        normalize: bool,
+    ) -> Tensor:
+        activation = activation.detach()
+        if self.reshape is not None:
+            activation = self.reshape(activation)
+            gradient = self.reshape(gradient) if gradient is not None else None
+        if activation.ndim != 4:
+            raise ValueError(
+                f"a CAM needs a (B, C, h, w) activation, got shape {tuple(activation.shape)}; "
+                "pass reshape= to turn it into one (e.g. for transformer tokens)"
+            )
+        activation = activation.float()
+        gradient = gradient.float() if gradient is not None else None
+        cam = method(activation, gradient, class_idx).clamp_min(0)
+        if size is not None:
+            cam = upsample(cam, size)
+        return min_max_normalize(cam) if normalize else cam
+
+
+def _register(modules: Iterator[nn.Module] | Sequence[nn.Module]) -> list[RemovableHandle]:
+    return [module.register_forward_hook(_capture_hook) for module in modules]
+

@@ -1,0 +1,256 @@
+"""ResNet50 for fine-tuning (e.g. chest X-rays: NORMAL vs PNEUMONIA) with Grad-CAM built in.
+
+``ResNet50FineTuned`` *is* a torchvision ``ResNet`` (same modules, same ``state_dict``
+keys) with a fresh ``Linear(2048, num_classes)`` head. Grad-CAM comes from the
+:mod:`gradcam_kit` engine: ``forward(x, return_gradcam=True)`` returns the logits and a
+heatmap from one forward pass, in eval or train mode, under ``torch.no_grad()`` and with a
+frozen backbone. See README_GRADCAM.md.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.models import ResNet50_Weights
+from torchvision.models.resnet import Bottleneck, ResNet
+
+from gradcam_kit.checkpoint import (
+    extract_state_dict,
+    load_checkpoint,
+    load_into,
+    torchvision_state_dict,
+)
+from gradcam_kit.engine import CAMEngine
+from gradcam_kit.methods import CAMMethod
+from gradcam_kit.preprocess import denormalize, preprocess
+from gradcam_kit.render import images_to_tensor, overlay, to_numpy_images
+
+__all__ = ["ResNet50FineTuned", "preprocess"]
+
+DEFAULT_TARGET_LAYER = "layer4.2.conv3"  # resnet50.layer4[-1].conv3
+
+
+class ResNet50FineTuned(ResNet):
+    """torchvision ResNet50 with a new classification head and integrated Grad-CAM.
+
+    Args:
+        num_classes: outputs of the new head. ``1`` gives a single (sigmoid) logit.
+        freeze_features: freeze every parameter except the new head's.
+        enable_gradcam: register the Grad-CAM hooks now (see :meth:`enable_gradcam_mode`).
+        weights: ``"DEFAULT"`` (ImageNet weights, the usual start for fine-tuning), another
+            ``ResNet50_Weights`` member or name such as ``"IMAGENET1K_V2"``, ``None`` for
+            random initialisation, or the path of a checkpoint of this model (which then
+            includes the head).
+        target_layer: the layer Grad-CAM explains, by name or ``layer4[-1].conv3`` form.
+        gradcam_method: ``"gradcam"`` (default) or another method of
+            :mod:`gradcam_kit.methods`; can be changed per call.
+
+    Raises:
+        RuntimeError: ImageNet weights were asked for but are neither cached nor
+            downloadable; the message says where to put the file.
+        ValueError: a checkpoint that does not fit (names the file and the mismatch), an
+            unknown layer name (with suggestions) or ``num_classes < 1``.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 2,
+        freeze_features: bool = True,
+        enable_gradcam: bool = False,
+        *,
+        weights: ResNet50_Weights | str | os.PathLike | None = "DEFAULT",
+        target_layer: str = DEFAULT_TARGET_LAYER,
+        gradcam_method: str | CAMMethod = "gradcam",
+    ) -> None:
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
+            raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
+        super().__init__(Bottleneck, [3, 4, 6, 3])
+        checkpoint = _checkpoint_path(weights)
+        if checkpoint is None and weights is not None:
+            self.load_state_dict(torchvision_state_dict(ResNet50_Weights.verify(weights)))
+        self.fc = nn.Linear(self.fc.in_features, num_classes)
+        self.class_names: list[str] | None = None
+        if checkpoint is not None:
+            loaded = load_checkpoint(checkpoint)
+            load_into(self, extract_state_dict(loaded, source=str(checkpoint)), source=str(checkpoint))
+            names = loaded.get("class_names")
+            self.class_names = list(names) if isinstance(names, (list, tuple)) else None
+        if freeze_features:
+            for name, parameter in self.named_parameters():
+                parameter.requires_grad_(name.startswith("fc."))
+        self._gradcam = CAMEngine(self, target_layer, method=gradcam_method)
+        if enable_gradcam:
+            self.enable_gradcam_mode()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> ResNet50FineTuned:
+        """Builds the model with the head size stored in a checkpoint this project wrote."""
+        loaded = load_checkpoint(path)
+        num_classes = loaded.get("num_classes")
+        if num_classes is None:
+            num_classes = extract_state_dict(loaded, source=str(path))["fc.weight"].shape[0]
+        kwargs.setdefault("target_layer", loaded.get("target_layer", DEFAULT_TARGET_LAYER))
+        return cls(int(num_classes), weights=path, **kwargs)
+
+    # -- timm-style split: features, then head --------------------------------------
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Input -> ``layer4`` output ``(B, 2048, H/32, W/32)``."""
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        return self.layer4(self.layer3(self.layer2(self.layer1(x))))
+
+    def forward_head(self, features: Tensor) -> Tensor:
+        """``layer4`` output -> logits ``(B, num_classes)``."""
+        return self.fc(torch.flatten(self.avgpool(features), 1))
+
+    def forward(
+        self,
+        x: Tensor,
+        return_gradcam: bool = False,
+        gradcam_class_idx: int | Sequence[int] | Tensor | None = None,
+        *,
+        gradcam_method: str | CAMMethod | None = None,
+        gradcam_layers: str | Sequence[str] | None = None,
+        gradcam_raw: bool = False,
+        gradcam_score_fn=None,
+    ) -> Tensor | tuple[Tensor, Tensor | dict[str, Tensor]]:
+        """Logits, and optionally a Grad-CAM heatmap from the same forward pass.
+
+        Args:
+            x: ``(B, 3, H, W)`` normalised images (see :func:`preprocess`).
+            return_gradcam: also return the heatmap.
+            gradcam_class_idx: ``None`` explains each image's predicted class; an ``int``
+                one class for all; a sequence/tensor one class per image.
+            gradcam_method: method for this call (``"gradcam++"``, ``"layercam"``, ...).
+            gradcam_layers: explain these layers instead (e.g. ``["layer1", "layer2",
+                "layer3", "layer4"]``); the heatmap is then a ``{layer: map}`` dict, all
+                from the same single forward pass.
+            gradcam_raw: return the map at the layer's own resolution (7x7 for a 224x224
+                input), after ReLU and before any normalisation.
+            gradcam_score_fn: ``logits -> (B,) scores`` to explain instead of a class, e.g.
+                ``lambda z: -z[:, 0]`` for the negative decision of a single-logit head.
+
+        Returns:
+            ``logits`` if ``return_gradcam`` is false; else ``(logits, heatmap)`` where
+            ``heatmap`` is float32 ``(B, H, W)`` in ``[0, 1]`` on ``x``'s device (detached).
+
+        Raises:
+            RuntimeError: ``return_gradcam=True`` while Grad-CAM is disabled.
+            ValueError: a bad ``gradcam_class_idx`` (wrong length, out of range, non-integer).
+        """
+        if not return_gradcam:
+            return self._forward_impl(x)
+        if not self.gradcam_enabled:
+            raise RuntimeError(
+                "Grad-CAM is disabled: construct the model with enable_gradcam=True "
+                "or call model.enable_gradcam_mode() before forward(..., return_gradcam=True)"
+            )
+        result = self._gradcam.explain(
+            x,
+            gradcam_class_idx,
+            layers=gradcam_layers,
+            method=gradcam_method,
+            output_size=None if gradcam_raw else "input",
+            normalize=not gradcam_raw,
+            score_fn=gradcam_score_fn,
+            forward=self._forward_impl,
+        )
+        if gradcam_layers is None or isinstance(gradcam_layers, str):
+            return result.logits, next(iter(result.heatmaps.values()))
+        return result.logits, result.heatmaps
+
+    # -- Grad-CAM switch --------------------------------------------------------------
+    @property
+    def gradcam_enabled(self) -> bool:
+        """Whether the Grad-CAM hooks are registered."""
+        return self._gradcam.attached
+
+    @property
+    def gradcam_target_layer(self) -> str:
+        """Dotted name of the layer Grad-CAM explains (``"layer4.2.conv3"`` by default)."""
+        return next(iter(self._gradcam.layers))
+
+    def enable_gradcam_mode(self) -> None:
+        """Registers the hook on the target layer. Calling it again changes nothing."""
+        self._gradcam.attach()
+
+    def disable_gradcam_mode(self) -> None:
+        """Removes every Grad-CAM hook. Calling it again changes nothing.
+
+        No tensor is kept between calls, so there is nothing else to free.
+        """
+        self._gradcam.remove()
+
+    # -- visualisation ----------------------------------------------------------------
+    def get_gradcam_overlay(
+        self,
+        input_image: Tensor,
+        original_image: object = None,
+        alpha: float = 0.5,
+        colormap: int | str = cv2.COLORMAP_JET,
+        *,
+        class_idx: int | Sequence[int] | Tensor | None = None,
+    ) -> tuple[np.ndarray, np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]] | None:
+        """Colours the Grad-CAM heatmap and lays it over the original image.
+
+        Args:
+            input_image: the model input, ``(3, H, W)`` or ``(B, 3, H, W)``.
+            original_image: what to draw on, at its own size: a PIL image or an array
+                (grayscale or RGB, uint8 or float in [0, 1]); for a batch, a list of them.
+                ``None`` draws on the de-normalised input.
+            alpha: the heatmap's weight in the overlay (0 = image only, 1 = heatmap only).
+            colormap: an OpenCV colormap id (``cv2.COLORMAP_JET``) or name (``"jet"``).
+            class_idx: class to explain, as for ``forward``'s ``gradcam_class_idx``.
+
+        Returns:
+            ``(colored_heatmap, overlaid_image)``: uint8 **RGB** ``(H, W, 3)`` numpy arrays at
+            the original image's size. For a batch of B > 1, two lists of B such arrays.
+            ``None`` (with a warning) when Grad-CAM is disabled, as in the original API.
+        """
+        if not self.gradcam_enabled:
+            warnings.warn(
+                "Grad-CAM is disabled, so get_gradcam_overlay returns None: construct the model "
+                "with enable_gradcam=True or call model.enable_gradcam_mode()",
+                stacklevel=2,
+            )
+            return None
+        batch = input_image.unsqueeze(0) if input_image.ndim == 3 else input_image
+        if batch.ndim != 4:
+            raise ValueError(f"expected a (3, H, W) or (B, 3, H, W) input, got {tuple(input_image.shape)}")
+        with torch.no_grad():
+            _, heatmaps = self(batch, return_gradcam=True, gradcam_class_idx=class_idx)
+        if original_image is None:
+            colored, overlaid = overlay(denormalize(batch), heatmaps, alpha, colormap)
+            pairs = [(to_numpy_images(c), to_numpy_images(o)) for c, o in zip(colored, overlaid)]
+        else:
+            originals = original_image if isinstance(original_image, (list, tuple)) else [original_image]
+            if len(originals) != batch.shape[0]:
+                raise ValueError(
+                    f"got {len(originals)} original image(s) for a batch of {batch.shape[0]}; "
+                    "pass one per input image (a list for a batch) or None"
+                )
+            pairs = []
+            for image, heatmap in zip(originals, heatmaps):
+                colored, overlaid = overlay(
+                    images_to_tensor(image, heatmap.device)[None], heatmap[None], alpha, colormap
+                )
+                pairs.append((to_numpy_images(colored[0]), to_numpy_images(overlaid[0])))
+        if len(pairs) == 1:
+            return pairs[0]
+        return [c for c, _ in pairs], [o for _, o in pairs]
+
+
+def _checkpoint_path(weights: object) -> Path | None:
+    if isinstance(weights, os.PathLike) or (
+        isinstance(weights, str) and (os.sep in weights or weights.endswith((".pt", ".pth", ".ckpt")))
+    ):
+        return Path(weights)
+    if isinstance(weights, str) and Path(weights).is_file():
+        return Path(weights)
+    return None
