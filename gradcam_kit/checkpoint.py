@@ -144,7 +144,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **metadata: objec
         "format": CHECKPOINT_FORMAT,
         "state_dict": state_dict,
         "versions": {
-            "torch": torch.__version__,
+            "torch": str(torch.__version__),  # TorchVersion is not weights_only-loadable
             "torchvision": torchvision.__version__,
             "python": sys.version.split()[0],
         },
