@@ -1,0 +1,437 @@
+"""Architecture analysis of a ResNet: stages, output shapes, parameters, the Grad-CAM target.
+
+``python -m gradcam_kit arch`` prints, for a given input size, each stage of the network
+(stem, layer1..layer4, avgpool, fc) with its output shape and parameter count, the total
+(25,557,032 = 25.6 M for torchvision's 1000-class ResNet50; 23,512,130 with the 2-class
+head of :class:`resnet50.ResNet50FineTuned`), trainable versus frozen parameters, and which
+layer Grad-CAM targets. ``--visualize`` draws the stages as a diagram (PNG).
+
+Output shapes come from one real forward pass of a ``(1, 3, H, W)`` zero image through the
+stages in order, so they are exactly what the model computes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "RESNET_BUILDERS",
+    "ArchitectureReport",
+    "StageInfo",
+    "add_arguments",
+    "analyze",
+    "build_model",
+    "draw_architecture",
+    "format_report",
+    "run",
+]
+
+#: torchvision builders the ``arch`` command accepts (random weights: only shapes matter).
+RESNET_BUILDERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+STEM = ("conv1", "bn1", "relu", "maxpool")
+STAGE_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
+# The usual names of ResNet50's stages (He et al., 2016, Table 1).
+PAPER_NAMES = {"stem": "conv1 + pool", "layer1": "conv2_x", "layer2": "conv3_x",
+               "layer3": "conv4_x", "layer4": "conv5_x", "avgpool": "global avg pool",
+               "fc": "classifier"}
+
+
+@dataclass(frozen=True)
+class StageInfo:
+    """One stage of the network."""
+
+    name: str
+    output_shape: tuple[int, ...]  # (C, H, W) without the batch dimension; (classes,) for fc
+    parameters: int
+    trainable: int
+    blocks: int  # residual blocks in a layer stage, 0 otherwise
+
+
+@dataclass(frozen=True)
+class ArchitectureReport:
+    """Result of :func:`analyze`."""
+
+    model_name: str
+    input_shape: tuple[int, int, int]
+    stages: list[StageInfo]
+    total_parameters: int
+    trainable_parameters: int
+    target_layer: str | None
+    target_shape: tuple[int, ...] | None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def frozen_parameters(self) -> int:
+        """Parameters with ``requires_grad=False``."""
+        return self.total_parameters - self.trainable_parameters
+
+    def to_dict(self) -> dict[str, object]:
+        """Plain data, for JSON."""
+        data = asdict(self)
+        data["frozen_parameters"] = self.frozen_parameters
+        return data
+
+
+def _count(module: nn.Module) -> tuple[int, int]:
+    params = list(module.parameters())
+    return sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)
+
+
+def _stage_modules(model: nn.Module) -> dict[str, list[nn.Module]]:
+    missing = [name for name in (*STEM, "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
+               if not isinstance(getattr(model, name, None), nn.Module)]
+    if missing:
+        raise ValueError(
+            f"{type(model).__name__} is not a torchvision-style ResNet: it lacks {missing}; "
+            "the architecture analysis needs conv1/bn1/relu/maxpool, layer1..layer4, avgpool and fc"
+        )
+    stages: dict[str, list[nn.Module]] = {"stem": [getattr(model, n) for n in STEM]}
+    for name in STAGE_NAMES[1:]:
+        stages[name] = [getattr(model, name)]
+    return stages
+
+
+def default_target_layer(model: nn.Module) -> str:
+    """The layer Grad-CAM explains: the model's own choice, else the last conv of ``layer4``."""
+    own = getattr(model, "gradcam_target_layer", None)
+    if isinstance(own, str):
+        return own
+    last_block = list(model.layer4.children())[-1]
+    last_conv = "conv3" if hasattr(last_block, "conv3") else "conv2"
+    return f"layer4.{len(model.layer4) - 1}.{last_conv}"
+
+
+def analyze(
+    model: nn.Module,
+    input_size: int | Sequence[int] = 224,
+    *,
+    model_name: str | None = None,
+    target_layer: str | None = None,
+) -> ArchitectureReport:
+    """Stages, output shapes and parameter counts of a torchvision-style ResNet.
+
+    Args:
+        model: a torchvision ``ResNet`` (or :class:`resnet50.ResNet50FineTuned`).
+        input_size: ``H`` (square) or ``(H, W)`` of the input image.
+        model_name: shown in the report; defaults to the class name.
+        target_layer: the Grad-CAM layer to report; default :func:`default_target_layer`.
+
+    Raises:
+        ValueError: the model is not ResNet-shaped, or the input is too small for it (the
+            stem and four stages downsample 32 times).
+    """
+    if isinstance(input_size, int) and not isinstance(input_size, bool):
+        height, width = input_size, input_size
+    elif isinstance(input_size, Sequence) and len(input_size) == 2:
+        height, width = int(input_size[0]), int(input_size[1])
+    else:
+        raise ValueError(f"input_size must be an int or an (H, W) pair, got {input_size!r}")
+    if min(height, width) < 32:
+        raise ValueError(
+            f"input size {height}x{width} is too small: ResNet downsamples 32x, so use at least 32x32"
+        )
+    stages = _stage_modules(model)
+    target = target_layer or default_target_layer(model)
+    target_module = dict(model.named_modules()).get(target)
+    if target_module is None:
+        raise ValueError(f"target layer {target!r} is not in the model; see model.named_modules()")
+    try:
+        device = next(model.parameters()).device
+    except StopIteration:
+        device = torch.device("cpu")
+
+    infos: list[StageInfo] = []
+    target_shape: tuple[int, ...] | None = None
+    x = torch.zeros(1, 3, height, width, device=device)
+    # One plain forward, stage by stage, in eval mode so BatchNorm statistics stay as they
+    # are; the flag is restored afterwards.
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            for name, modules in stages.items():
+                if name == "fc":
+                    x = torch.flatten(x, 1)
+                for module in modules:
+                    if name == "layer4" and target_module is not None:
+                        target_shape = _target_shape(module, x, target, model)
+                    x = module(x)
+                total, trainable = (sum(v) for v in zip(*(_count(m) for m in modules), strict=True))
+                blocks = len(modules[0]) if name.startswith("layer") else 0
+                infos.append(StageInfo(name, tuple(x.shape[1:]), total, trainable, blocks))
+    finally:
+        model.train(was_training)
+    total, trainable = _count(model)
+    return ArchitectureReport(
+        model_name=model_name or type(model).__name__,
+        input_shape=(3, height, width),
+        stages=infos,
+        total_parameters=total,
+        trainable_parameters=trainable,
+        target_layer=target,
+        target_shape=target_shape,
+    )
+
+
+def _target_shape(layer4: nn.Module, x: torch.Tensor, target: str, model: nn.Module) -> tuple[int, ...] | None:
+    """The target layer's output shape, by running ``layer4`` block by block."""
+    prefix = "layer4."
+    if not target.startswith(prefix):
+        return None
+    block_name, _, inner = target[len(prefix):].partition(".")
+    for name, block in layer4.named_children():
+        if name == block_name:
+            if not inner:
+                return tuple(block(x).shape[1:])
+            # Inside a bottleneck the convs run in sequence: conv1 -> conv2 -> conv3.
+            out = x
+            for conv, bn in (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")):
+                if not hasattr(block, conv):
+                    break
+                out = getattr(block, conv)(out)
+                if conv == inner:
+                    return tuple(out.shape[1:])
+                out = block.relu(getattr(block, bn)(out))
+            return None
+        x = block(x)
+    return None
+
+
+def _millions(count: int) -> str:
+    return f"{count / 1e6:.1f} M"
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "\u00d7".join(str(s) for s in shape)
+
+
+def format_report(report: ArchitectureReport) -> str:
+    """The printed table."""
+    lines = [
+        f"{report.model_name}, input {_shape(report.input_shape)}",
+        "",
+        f"{'stage':<9}{'':<17}{'blocks':>6}  {'output':<16}{'params':>13}{'trainable':>13}",
+        f"{'input':<9}{'':<17}{'':>6}  {_shape(report.input_shape):<16}",
+    ]
+    for stage in report.stages:
+        blocks = str(stage.blocks) if stage.blocks else ""
+        lines.append(
+            f"{stage.name:<9}{PAPER_NAMES.get(stage.name, ''):<17}{blocks:>6}  "
+            f"{_shape(stage.output_shape):<16}{stage.parameters:>13,}{stage.trainable:>13,}"
+        )
+    total, trainable = report.total_parameters, report.trainable_parameters
+    share = 100 * trainable / total if total else 0.0
+    lines += [
+        "",
+        f"total parameters:  {total:,} ({_millions(total)})",
+        f"trainable:         {trainable:,} ({share:.2f}%)",
+        f"frozen:            {report.frozen_parameters:,}",
+    ]
+    if report.target_layer:
+        target = f"Grad-CAM target:   {report.target_layer}"
+        if report.target_shape:
+            h, w = report.input_shape[1:]
+            fh, fw = report.target_shape[-2:]
+            scale = f"{h / fh:g}x" if h / fh == w / fw else f"{h / fh:g}x{w / fw:g}"
+            target += (
+                f" -> {_shape(report.target_shape)} activation, heatmap upsampled "
+                f"{scale} to {h}\u00d7{w}"
+            )
+        lines.append(target)
+    return "\n".join(lines)
+
+
+def draw_architecture(report: ArchitectureReport, path: str | os.PathLike) -> Path:
+    """Draws the stages as boxes (name, output shape, parameters) and saves a PNG.
+
+    Frozen stages are grey, trainable ones green; the stage holding the Grad-CAM target
+    layer has a red border.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import FancyArrowPatch, FancyBboxPatch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    boxes = [("input", "image", _shape(report.input_shape), None, None)]
+    boxes += [
+        (s.name, PAPER_NAMES.get(s.name, ""), _shape(s.output_shape), s.parameters, s.trainable)
+        for s in report.stages
+    ]
+    target_stage = (report.target_layer or "").split(".")[0]
+    fig, ax = plt.subplots(figsize=(5.6, 1.05 * len(boxes) + 1.2), dpi=120)
+    ax.set_xlim(0, 10)
+    ax.set_ylim(-0.9, len(boxes) * 1.3)
+    ax.axis("off")
+    for i, (name, paper, shape, params, trainable) in enumerate(boxes):
+        y = (len(boxes) - 1 - i) * 1.3
+        if params is None:
+            face = "#cfe2f3"
+        elif params == 0:
+            face = "#eeeeee"
+        elif trainable == params:
+            face = "#b6d7a8"
+        elif trainable == 0:
+            face = "#d9d9d9"
+        else:
+            face = "#ffe599"
+        is_target = name == target_stage
+        ax.add_patch(FancyBboxPatch(
+            (0.6, y), 8.8, 0.95, boxstyle="round,pad=0.05", facecolor=face,
+            edgecolor="#cc0000" if is_target else "#444444", linewidth=2.5 if is_target else 1,
+        ))
+        label = f"{name}" + (f"  ({paper})" if paper else "")
+        ax.text(1.0, y + 0.62, label, fontsize=10, fontweight="bold", va="center")
+        ax.text(1.0, y + 0.25, shape, fontsize=9, va="center", family="monospace")
+        if params is not None:
+            ax.text(9.1, y + 0.25, f"{params:,} params", fontsize=8, va="center", ha="right")
+        if is_target:
+            ax.text(9.1, y + 0.62, f"Grad-CAM: {report.target_layer}", fontsize=8,
+                    color="#cc0000", va="center", ha="right")
+        if i:
+            ax.add_patch(FancyArrowPatch((5.0, y + 1.3), (5.0, y + 1.0), arrowstyle="-|>",
+                                         mutation_scale=10, color="#444444"))
+    ax.set_title(
+        f"{report.model_name}\n{report.total_parameters:,} parameters, "
+        f"{report.trainable_parameters:,} trainable, {report.frozen_parameters:,} frozen",
+        fontsize=9,
+    )
+    from matplotlib.patches import Patch
+
+    ax.legend(
+        handles=[Patch(facecolor="#b6d7a8", edgecolor="#444444", label="trainable"),
+                 Patch(facecolor="#d9d9d9", edgecolor="#444444", label="frozen"),
+                 Patch(facecolor="#ffe599", edgecolor="#444444", label="partly frozen"),
+                 Patch(facecolor="white", edgecolor="#cc0000", linewidth=2, label="Grad-CAM target")],
+        loc="lower center", ncol=4, fontsize=7, frameon=False, bbox_to_anchor=(0.5, -0.04),
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def build_model(
+    *,
+    checkpoint: str | os.PathLike | None = None,
+    model: str = "resnet50",
+    weights: str = "none",
+    num_classes: int = 1000,
+    freeze_features: bool | None = None,
+) -> tuple[nn.Module, str]:
+    """Builds the model a command works on; returns ``(model, description)``.
+
+    Args:
+        checkpoint: a checkpoint of :class:`resnet50.ResNet50FineTuned` (overrides the rest).
+        model: ``"finetuned"`` for :class:`resnet50.ResNet50FineTuned` or a torchvision
+            ResNet builder name (:data:`RESNET_BUILDERS`).
+        weights: ``"none"`` (random) or ``"imagenet"`` (torchvision's default weights, from
+            the local cache; the head is kept only with 1000 classes).
+        num_classes: classes of the head.
+        freeze_features: freeze every parameter but the head's; ``None`` keeps the model's
+            default (frozen for ``ResNet50FineTuned``, trainable for torchvision builders).
+
+    Raises:
+        ValueError: an unknown model or weights name.
+    """
+    from resnet50 import ResNet50FineTuned
+
+    if checkpoint is not None:
+        kwargs = {} if freeze_features is None else {"freeze_features": freeze_features}
+        loaded = ResNet50FineTuned.from_checkpoint(checkpoint, **kwargs)
+        return loaded, f"ResNet50FineTuned from {checkpoint} ({loaded.fc.out_features} classes)"
+    if weights not in ("none", "imagenet"):
+        raise ValueError(f"weights must be 'none' or 'imagenet', got {weights!r}")
+    if model == "finetuned":
+        kwargs = {} if freeze_features is None else {"freeze_features": freeze_features}
+        if weights == "imagenet" and num_classes == 1000:
+            # Keep ImageNet's own head too, so predictions are ImageNet classes.
+            from torchvision.models import ResNet50_Weights
+
+            from .checkpoint import torchvision_state_dict
+
+            built = ResNet50FineTuned(1000, weights=None, **kwargs)
+            built.load_state_dict(torchvision_state_dict(ResNet50_Weights.DEFAULT))
+            built.class_names = list(ResNet50_Weights.DEFAULT.meta["categories"])
+        else:
+            built = ResNet50FineTuned(
+                num_classes, weights="DEFAULT" if weights == "imagenet" else None, **kwargs
+            )
+        return built, f"ResNet50FineTuned ({num_classes} classes, weights={weights})"
+    if model not in RESNET_BUILDERS:
+        raise ValueError(f"unknown model {model!r}; choose 'finetuned' or one of {list(RESNET_BUILDERS)}")
+    import torchvision.models as tvm
+
+    builder = getattr(tvm, model)
+    if weights == "imagenet":
+        enum = tvm.get_model_weights(model).DEFAULT
+        from .checkpoint import torchvision_state_dict
+
+        built = builder(weights=None)
+        built.load_state_dict(torchvision_state_dict(enum))
+        if num_classes != 1000:
+            built.fc = nn.Linear(built.fc.in_features, num_classes)
+    else:
+        built = builder(weights=None, num_classes=num_classes)
+    if freeze_features:
+        for name, parameter in built.named_parameters():
+            parameter.requires_grad_(name.startswith("fc."))
+    return built, f"torchvision {model} ({num_classes} classes, weights={weights})"
+
+
+# -- command line ------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m gradcam_kit arch``."""
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint of ResNet50FineTuned to analyse")
+    parser.add_argument("--model", default="resnet50", choices=["finetuned", *RESNET_BUILDERS],
+                        help="without --checkpoint: torchvision builder, or 'finetuned' for "
+                             "ResNet50FineTuned (frozen backbone)")
+    parser.add_argument("--num-classes", type=int, default=1000, help="classes of the head")
+    parser.add_argument("--weights", default="none", choices=["none", "imagenet"],
+                        help="weights to load (counts and shapes do not depend on them)")
+    parser.add_argument("--freeze-features", action=argparse.BooleanOptionalAction, default=None,
+                        help="freeze all but the head (default: the model's own default)")
+    parser.add_argument("--input-size", type=int, nargs="+", default=[224], metavar="N",
+                        help="input H [W] (default 224)")
+    parser.add_argument("--target-layer", help="Grad-CAM layer to report (default: the model's own)")
+    parser.add_argument("--visualize", action="store_true", help="also draw a diagram PNG")
+    parser.add_argument("--output", type=Path, default=Path("outputs/architecture"),
+                        help="folder for the diagram and the JSON report")
+    parser.add_argument("--json", action="store_true", help="also write architecture.json")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``arch``; returns the exit status."""
+    import json
+
+    if args.num_classes < 1:
+        raise SystemExit(f"--num-classes must be at least 1, got {args.num_classes}")
+    if len(args.input_size) not in (1, 2):
+        raise SystemExit(f"--input-size takes H or H W, got {args.input_size}")
+    size = args.input_size[0] if len(args.input_size) == 1 else tuple(args.input_size)
+    try:
+        model, description = build_model(
+            checkpoint=args.checkpoint, model=args.model, weights=args.weights,
+            num_classes=args.num_classes, freeze_features=args.freeze_features,
+        )
+        report = analyze(model, size, model_name=description, target_layer=args.target_layer)
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        raise SystemExit(f"arch: {err}") from None
+    print(format_report(report))
+    if args.visualize:
+        print(f"diagram: {draw_architecture(report, args.output / 'resnet_architecture.png')}")
+    if args.json:
+        args.output.mkdir(parents=True, exist_ok=True)
+        out = args.output / "architecture.json"
+        out.write_text(json.dumps(report.to_dict(), indent=2))
+        print(f"report: {out}")
+    return 0
