@@ -113,7 +113,10 @@ def images_to_tensor(image: object, device: torch.device | str = "cpu") -> Tenso
         array = np.round(np.nan_to_num(array) * 255).astype(np.uint8)
     else:
         raise ValueError(f"expected uint8 or float image data, got dtype {array.dtype}")
-    return torch.from_numpy(np.ascontiguousarray(array)).to(device)
+    array = np.ascontiguousarray(array)
+    if not array.flags.writeable:  # np.asarray(PIL image) is read-only; torch warns on those
+        array = array.copy()
+    return torch.from_numpy(array).to(device)
 
 
 def overlay(
