@@ -79,7 +79,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--method", default="gradcam", help="CAM method (gradcam, gradcam++, xgradcam, hirescam, layercam)")
     model.add_argument("--class-idx", default=None, help="explain this class (index or name) for every image; default: the predicted class")
     model.add_argument("--size", type=int, default=None, help="model input size (default: the checkpoint's, else 224)")
-    model.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    model.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available; under torchrun each rank's own GPU)")
 
     data = parser.add_argument_group("input")
     data.add_argument("--layout", choices=LAYOUTS, default="auto", help="how to read INPUT (default: guess)")
@@ -262,37 +262,6 @@ def _check_options(args: argparse.Namespace) -> None:
     from .methods import get_method
 
     get_method(args.method)
-
-
-# -- distributed ----------------------------------------------------------------------
-def _world() -> tuple[int, int]:
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _init_distributed(device: torch.device) -> bool:
-    """Joins the torchrun process group (gloo on CPU, nccl on CUDA); ``False`` when alone."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
-        return False
-    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return True
-
-
-def _pick_device(requested: str | None) -> torch.device:
-    if requested is None:
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    device = torch.device(requested)
-    if device.type == "cuda":
-        if not torch.cuda.is_available():
-            raise ValueError(f"--device {requested} asked for, but CUDA is not available; pass --device cpu")
-        if device.index is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-            device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return device
 
 
 # -- the tensor path ------------------------------------------------------------------
@@ -610,24 +579,24 @@ def run(args: argparse.Namespace) -> int:
     """
     import torch.distributed as dist
 
+    from .distributed import barrier, cleanup, init_distributed
+
     started = time.perf_counter()
     _check_options(args)
     inputs = collect_inputs(args.input, layout=args.layout)
     info = _read_model_info(args, inputs)
     items = _select(_match_labels(inputs, info, args.input), args)
     class_idx = _resolve_class_idx(args.class_idx, info)
-    device = _pick_device(args.device)
     output = args.output
-    found = _check_output(output, args.overwrite)
+    found = _check_output(output, args.overwrite)  # on every rank, before any rank writes
 
-    owns_group = _init_distributed(device)
+    context = init_distributed(args.device or "auto")
     try:
-        rank, world = _world()
+        rank, world, device = context.rank, context.world_size, context.device
         if rank == 0:
             _remove_results(found)
             output.mkdir(parents=True, exist_ok=True)
-        if world > 1:
-            dist.barrier()
+        barrier(context)
         model = _build_model(args, info, device)
         setup = time.perf_counter() - started
         rows, failed, stats = _explain_shard(
@@ -648,11 +617,9 @@ def run(args: argparse.Namespace) -> int:
                 f"explained {len(rows)} image(s), skipped {len(inputs.skipped) + len(failed)}, in "
                 f"{elapsed:.1f} s ({len(rows) / max(elapsed, 1e-9):.1f} images/s): {output / 'report.html'}"
             )
-        if world > 1:
-            dist.barrier()
+        barrier(context)
     finally:
-        if owns_group:
-            dist.destroy_process_group()
+        cleanup(context)
     return 0
 
 

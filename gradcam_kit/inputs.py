@@ -4,7 +4,7 @@
 ImageFolder split (``root/<class>/<image>``) or any folder, searched recursively.
 Files that are not images are kept as *skipped* entries with the reason, so a run never
 aborts on them and the report can list them. Files named ``*_mask.<ext>`` are ground-truth
-masks that sit beside their images (:mod:`gradcam_kit.synthetic`) and are not inputs.
+masks that sit beside their images (:mod:`gradcam_kit.data`) and are not inputs.
 
 :class:`ExplainDataset` decodes in DataLoader workers and returns the image resized to
 the model's input size as **uint8** ``(3, H, W)``: normalisation happens once per batch on
@@ -26,8 +26,9 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .data import IMAGE_EXTENSIONS, is_mask_file
+
 __all__ = [
-    "IMAGE_EXTENSIONS",
     "InputItem",
     "Inputs",
     "ExplainDataset",
@@ -36,10 +37,6 @@ __all__ = [
     "normalize_batch",
 ]
 
-IMAGE_EXTENSIONS = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".gif", ".ppm", ".pgm", ".pbm"}
-)
-MASK_SUFFIX = "_mask"
 LAYOUTS = ("auto", "image", "folder", "imagefolder", "csv")
 
 
@@ -83,11 +80,6 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
-def _is_mask(path: Path) -> bool:
-    # Ground-truth lesion masks live beside their images (see gradcam_kit.synthetic).
-    return path.stem.endswith(MASK_SUFFIX) and _is_image_name(path)
-
-
 def _is_image_name(path: Path) -> bool:
     return path.suffix.lower() in IMAGE_EXTENSIONS
 
@@ -100,7 +92,7 @@ def _scan(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             path = Path(dirpath) / name
-            if not _visible(path) or _is_mask(path):
+            if not _visible(path) or is_mask_file(path):
                 continue
             if _is_image_name(path):
                 images.append(path)
