@@ -174,11 +174,17 @@ def class_scores(logits: Tensor, class_idx: Tensor | None) -> Tensor:
     return logits.gather(1, class_idx[:, None])[:, 0]
 
 
-def upsample(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinearly resizes ``(B, h, w)`` maps to ``size`` (half-pixel centres, like OpenCV)."""
+def upsample(maps: Tensor, size: tuple[int, int], *, align_corners: bool = False) -> Tensor:
+    """Bilinearly resizes ``(B, h, w)`` maps to ``size`` (half-pixel centres, like OpenCV).
+
+    ``align_corners=True`` maps corner pixel centres onto corner pixel centres instead, as
+    ``torch.nn.UpsamplingBilinear2d`` does (used for Score-CAM's masks, see docs/METHODS.md).
+    """
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
-    return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return F.interpolate(
+        maps[:, None], size=size, mode="bilinear", align_corners=align_corners
+    )[:, 0]
 
 
 def min_max_normalize(maps: Tensor) -> Tensor:
@@ -336,6 +342,9 @@ class CAMEngine:
         if method_idx is None:  # a score_fn, or the decision of a single-logit head
             method_idx = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
 
+        bind = getattr(cam_method, "bind", None)
+        if bind is not None:  # methods that re-run the model (Score-CAM) need input and forward
+            cam_method = bind(self.model, x, forward or self.model, score_fn)
         size = tuple(x.shape[-2:]) if output_size == "input" else output_size
         # Maps are computed in float32 whatever autocast the caller runs under.
         with torch.autocast(x.device.type, enabled=False):

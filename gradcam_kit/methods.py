@@ -7,7 +7,12 @@ Capture, the graph cut, ReLU, upsampling and normalisation are the engine's job
 (:mod:`gradcam_kit.engine`), so a method is a few lines and cannot get them wrong.
 
 The formulas follow the papers and, where the papers leave a choice, the widely used
-implementation in pytorch-grad-cam (``pytorch_grad_cam``) so that maps agree to 1e-4.
+implementation in pytorch-grad-cam (``pytorch_grad_cam``) so that maps agree to 1e-4
+(see docs/METHODS.md for each choice and the measured agreement).
+
+Score-CAM (:class:`gradcam_kit.scorecam.ScoreCAM`) needs no gradient but re-runs the model
+on masked inputs; the engine hands it the model and the input through its ``bind`` method,
+so it is used like any other method: ``get_method("scorecam")``.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ __all__ = [
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
+    "ScoreCAM",
     "XGradCAM",
     "get_method",
     "METHODS",
@@ -72,7 +78,7 @@ class GradCAMPlusPlus(_ChannelWeighted):
     """
 
     name = "gradcam++"
-    eps = 1e-7
+    eps = 1e-6  # pytorch-grad-cam's value, so that maps agree to 1e-4
 
     def channel_weights(self, activation: Tensor, gradient: Tensor) -> Tensor:
         grad_sq = gradient.pow(2)
@@ -143,8 +149,11 @@ class ClassActivationMap(CAMMethod):
         return f"ClassActivationMap(head={self.head})"
 
 
+# Imported here, not at the top: scorecam.py subclasses CAMMethod defined above.
+from .scorecam import ScoreCAM  # noqa: E402
+
 METHODS: dict[str, type[CAMMethod]] = {
-    cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM)
+    cls.name: cls for cls in (GradCAM, GradCAMPlusPlus, XGradCAM, HiResCAM, LayerCAM, ScoreCAM)
 }
 
 

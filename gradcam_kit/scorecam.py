@@ -1,0 +1,190 @@
+"""Score-CAM (Wang et al., CVPR Workshops 2020, arXiv:1910.01279): weights from masked forwards.
+
+Score-CAM needs no gradient. Each channel ``k`` of the target activation is upsampled to the
+input size, min-max normalised to ``[0, 1]`` and used as a mask on the input; the class
+score of the masked input, softmaxed over the channels, is the channel's weight:
+
+``w_k = softmax_k( y_c(x * norm(up(A_k))) )``,  ``map = sum_k w_k A_k``.
+
+This follows pytorch-grad-cam's ``ScoreCAM`` (masks upsampled with ``align_corners=True``
+as ``torch.nn.UpsamplingBilinear2d`` does, raw logits softmaxed over channels), so maps
+agree with it to 1e-4. All ``B * C`` masked inputs are scored in chunks of ``batch_size``
+images on the input's device: memory is bounded by one chunk, whatever ``B`` and ``C``.
+
+The method is an ordinary :class:`~gradcam_kit.methods.CAMMethod`
+(``get_method("scorecam")``): the engine captures the activation with one forward pass and
+then hands the method the model and the input through :meth:`ScoreCAM.bind`. ReLU,
+upsampling and normalisation of the final map are the engine's, as for every method.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+from torch import Tensor, nn
+
+from .methods import CAMMethod
+
+__all__ = ["ScoreCAM", "score_cam"]
+
+ScoreFn = Callable[[Tensor], Tensor]
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode for the masked forwards; every module's own flag is restored afterwards."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+class ScoreCAM(CAMMethod):
+    """Score-CAM: softmaxed class scores of channel-masked inputs weight the channels.
+
+    Args:
+        batch_size: masked images per forward pass (pytorch-grad-cam uses 16). Larger is
+            faster and takes more memory; the maps do not depend on it.
+        align_corners: how the masks are upsampled; ``True`` (pytorch-grad-cam's choice) or
+            ``False`` (half-pixel centres, as the engine upsamples the final maps).
+        progress: show a progress bar over the chunks.
+
+    Raises:
+        ValueError: ``batch_size`` is not a positive int.
+    """
+
+    name = "scorecam"
+    needs_gradient = False
+
+    def __init__(
+        self, batch_size: int = 16, *, align_corners: bool = True, progress: bool = False
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(
+                f"batch_size must be a positive int (masked images per forward), got {batch_size!r}"
+            )
+        self.batch_size = batch_size
+        self.align_corners = align_corners
+        self.progress = progress
+        self._model: nn.Module | None = None
+        self._input: Tensor | None = None
+        self._forward: Callable[[Tensor], Tensor] | None = None
+        self._score_fn: ScoreFn | None = None
+
+    def bind(
+        self,
+        model: nn.Module,
+        x: Tensor,
+        forward: Callable[[Tensor], Tensor],
+        score_fn: ScoreFn | None = None,
+    ) -> ScoreCAM:
+        """A copy of this method that scores masked versions of ``x`` with ``forward``.
+
+        The engine calls this once per explain call, so the shared instance keeps no state.
+        """
+        bound = copy.copy(self)
+        bound._model, bound._input, bound._forward, bound._score_fn = model, x, forward, score_fn
+        return bound
+
+    def __call__(self, activation: Tensor, gradient: Tensor | None, class_idx: Tensor) -> Tensor:
+        weights = self.channel_weights(activation, class_idx)
+        return torch.einsum("bc,bchw->bhw", weights, activation)
+
+    def channel_weights(self, activation: Tensor, class_idx: Tensor) -> Tensor:
+        """``(B, C)`` softmaxed scores of the ``B * C`` channel-masked inputs.
+
+        Raises:
+            RuntimeError: the method was not bound to a model and input (see :meth:`bind`).
+        """
+        if self._input is None or self._forward is None or self._model is None:
+            raise RuntimeError(
+                "Score-CAM re-runs the model on masked inputs: use it through the engine, "
+                "e.g. CAMEngine(model, layer, method='scorecam').explain(x) or "
+                "gradcam_kit.models.explain(model, x, method='scorecam')"
+            )
+        # Imported here: the engine imports the methods, which import this module.
+        from tqdm.auto import tqdm
+
+        from .engine import min_max_normalize, upsample
+
+        x = self._input.detach()
+        batch, channels = activation.shape[:2]
+        if x.shape[0] != batch:
+            raise ValueError(
+                f"the activation has batch {batch} but the input has {x.shape[0]}; "
+                "bind Score-CAM to the input that produced the activation"
+            )
+        size = tuple(x.shape[-2:])
+        channel_maps = activation.detach().flatten(0, 1)  # (B*C, h, w), image-major
+        image_of = torch.arange(batch, device=x.device).repeat_interleave(channels)
+        class_of = class_idx.to(x.device)[image_of]
+        total = batch * channels
+        scores = torch.empty(total, device=x.device, dtype=torch.float32)
+        starts = range(0, total, self.batch_size)
+        with torch.no_grad(), _eval_mode(self._model):
+            for start in tqdm(starts, desc="Score-CAM", disable=not self.progress, leave=False):
+                stop = min(start + self.batch_size, total)
+                masks = upsample(channel_maps[start:stop], size, align_corners=self.align_corners)
+                masks = min_max_normalize(masks).to(x.dtype)
+                masked = x[image_of[start:stop]] * masks[:, None]
+                scores[start:stop] = self._scores(self._forward(masked), class_of[start:stop])
+        return torch.softmax(scores.view(batch, channels), dim=1)
+
+    def _scores(self, logits: Tensor, class_idx: Tensor) -> Tensor:
+        if self._score_fn is not None:
+            scores = self._score_fn(logits)
+            if scores.shape != (logits.shape[0],):
+                raise ValueError(
+                    f"score_fn must return one score per image, shape ({logits.shape[0]},), "
+                    f"got {tuple(scores.shape)}"
+                )
+            return scores.float()
+        return logits.gather(1, class_idx[:, None])[:, 0].float()
+
+    def __repr__(self) -> str:
+        return (
+            f"ScoreCAM(batch_size={self.batch_size}, align_corners={self.align_corners}, "
+            f"progress={self.progress})"
+        )
+
+
+def score_cam(
+    model: nn.Module,
+    x: Tensor,
+    target_layers: str | nn.Module | Sequence[str | nn.Module],
+    class_idx: int | Sequence[int] | Tensor | None = None,
+    *,
+    batch_size: int = 16,
+    align_corners: bool = True,
+    output_size: tuple[int, int] | str | None = "input",
+    normalize: bool = True,
+    progress: bool = False,
+):
+    """Score-CAM maps of ``x`` at ``target_layers`` (one capture forward + masked forwards).
+
+    Args:
+        model: the network; its train/eval flags are restored after the masked forwards.
+        x: ``(B, C, H, W)`` input batch.
+        target_layers: a layer name or module, or a sequence of them.
+        class_idx: as for :meth:`gradcam_kit.engine.CAMEngine.explain`.
+        batch_size: masked images per forward pass.
+        align_corners: mask upsampling (see :class:`ScoreCAM`).
+        output_size: ``"input"``, ``(h, w)`` or ``None`` for the layer's resolution.
+        normalize: per-image min-max normalisation of the final maps.
+        progress: show a progress bar over the chunks.
+
+    Returns:
+        A :class:`~gradcam_kit.engine.CAMOutput`.
+    """
+    from .engine import CAMEngine
+
+    method = ScoreCAM(batch_size, align_corners=align_corners, progress=progress)
+    return CAMEngine(model, target_layers, method=method).explain(
+        x, class_idx, output_size=output_size, normalize=normalize
+    )
