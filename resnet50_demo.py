@@ -1,0 +1,287 @@
+"""Demo of ResNet50FineTuned's integrated Grad-CAM (see README_GRADCAM.md).
+
+Shows the four scenarios of the original API on one image:
+
+1. prediction without Grad-CAM;
+2. predictions with heatmaps, for the predicted class and for a chosen class;
+3. an overlay figure saved as PNG (original | heatmap | overlay);
+4. enabling and disabling Grad-CAM at run time.
+
+Runs offline: without ``--image`` it draws a synthetic chest-X-ray-like image, without
+``--checkpoint`` it uses random weights (``weights=None``; the heatmaps then mean nothing).
+
+    python resnet50_demo.py
+    python resnet50_demo.py --image xray.png --checkpoint outputs/train/best.pt --class-idx 1
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from PIL import Image
+
+from gradcam_kit.checkpoint import load_checkpoint
+from gradcam_kit.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
+from gradcam_kit.render import images_to_tensor, overlay, to_numpy_images
+from resnet50 import ResNet50FineTuned
+
+__all__ = ["main", "synthetic_xray"]
+
+DEFAULT_CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+FIGURE_SIZE = (12.0, 8.0)  # inches; at FIGURE_DPI this is a 1200 x 800 pixel PNG
+FIGURE_DPI = 100
+
+
+def synthetic_xray(height: int = 288, width: int = 256, *, seed: int = 0) -> Image.Image:
+    """A grayscale image that looks roughly like a frontal chest X-ray.
+
+    A bright body on a dark background, two dark lung fields, a bright spine and
+    mediastinum, faint ribs, and one bright blob (a "lesion") in the right lung (the
+    left of the image, as X-rays are displayed), plus a little noise. Seeded.
+
+    Returns:
+        a PIL image in mode ``"L"`` of ``height`` x ``width`` pixels.
+    """
+    rng = np.random.default_rng(seed)
+    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
+    y, x = rows / height, cols / width
+
+    def ellipse(cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+        return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1.0
+
+    image = np.full((height, width), 0.08, np.float32)
+    image[ellipse(0.55, 0.5, 0.52, 0.46)] = 0.62  # body
+    for cx in (0.3, 0.7):
+        image[ellipse(0.48, cx, 0.3, 0.16)] = 0.22  # lungs
+    lungs = ellipse(0.48, 0.3, 0.3, 0.16) | ellipse(0.48, 0.7, 0.3, 0.16)
+    ribs = (np.sin(y * 2 * np.pi * 9) > 0.75) & lungs
+    image[ribs] += 0.12
+    image[(np.abs(x - 0.5) < 0.05) & (y > 0.15)] = 0.8  # spine
+    image[ellipse(0.62, 0.53, 0.13, 0.1)] = 0.72  # heart / mediastinum
+    lesion = np.exp(-(((y - 0.55) / 0.06) ** 2 + ((x - 0.28) / 0.06) ** 2))
+    image += 0.55 * lesion * lungs
+    image = cv2.GaussianBlur(image, (0, 0), sigmaX=max(height, width) / 150)
+    image += rng.normal(0.0, 0.02, image.shape).astype(np.float32)
+    return Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), "L")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="resnet50_demo.py",
+        description="The four Grad-CAM scenarios of README_GRADCAM.md on one image.",
+    )
+    parser.add_argument("--image", type=Path, help="an X-ray image (default: a synthetic one)")
+    parser.add_argument(
+        "--checkpoint",
+        type=Path,
+        help="a checkpoint for ResNet50FineTuned.from_checkpoint (default: random weights)",
+    )
+    parser.add_argument(
+        "--output", type=Path, default=Path("outputs/demo"), help="folder for the figures"
+    )
+    parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    parser.add_argument(
+        "--class-idx",
+        type=int,
+        help="a class to explain besides the predicted one (default: the next class); "
+        "for a single-logit checkpoint 0 is the negative and 1 the positive decision",
+    )
+    parser.add_argument(
+        "--size", type=int, help="model input size (default: the checkpoint's, else 224)"
+    )
+    return parser
+
+
+def _probabilities(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over classes; a single logit is a sigmoid, returned as P(negative), P(positive)."""
+    if logits.shape[1] == 1:
+        positive = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - positive, positive], dim=1)
+    return torch.softmax(logits.float(), dim=1)
+
+
+def _save_figure(
+    path: Path,
+    original: Image.Image,
+    rows: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    title: str,
+) -> None:
+    """Original | heatmap | overlay, one row per explained class."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=FIGURE_SIZE, dpi=FIGURE_DPI, layout="constrained")
+    FigureCanvasAgg(figure)
+    figure.suptitle(title)
+    axes = figure.subplots(len(rows), 3, squeeze=False)
+    for row, (title, colored, overlaid) in zip(axes, rows):
+        row[0].imshow(original, cmap="gray" if original.mode == "L" else None)
+        row[0].set_title("Original")
+        row[1].imshow(colored)
+        row[1].set_title(f"Grad-CAM: {title}")
+        row[2].imshow(overlaid)
+        row[2].set_title("Overlay")
+        for axis in row:
+            axis.axis("off")
+    figure.savefig(path, dpi=FIGURE_DPI)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the demo; returns 0 on success, 2 on a usage error."""
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.image is not None and not args.image.is_file():
+        parser.error(f"--image: no image file at {args.image}")
+    if args.checkpoint is not None and not args.checkpoint.is_file():
+        parser.error(f"--checkpoint: no checkpoint file at {args.checkpoint}")
+    if args.size is not None and args.size < 32:
+        parser.error(f"--size must be at least 32 (ResNet50 downsamples by 32), got {args.size}")
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    output = args.output
+    output.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+
+    # -- the image --------------------------------------------------------------------
+    if args.image is None:
+        original = synthetic_xray()
+        image_path = output / "synthetic_xray.png"
+        original.save(image_path)
+        print(f"No --image: generated a synthetic chest X-ray, wrote {image_path}")
+    else:
+        try:
+            original = load_image(args.image)
+        except ValueError as err:
+            parser.error(f"--image: {err}")
+        print(f"Image: {args.image} ({original.width}x{original.height})")
+
+    # -- the model --------------------------------------------------------------------
+    size, mean, std = args.size, IMAGENET_MEAN, IMAGENET_STD
+    if args.checkpoint is None:
+        model = ResNet50FineTuned(num_classes=2, weights=None, enable_gradcam=False)
+        print(
+            "No --checkpoint: the model has RANDOM weights (weights=None), so its predictions "
+            "and heatmaps are not meaningful. Pass --checkpoint <file> to explain a trained model."
+        )
+    else:
+        try:
+            model = ResNet50FineTuned.from_checkpoint(args.checkpoint, enable_gradcam=False)
+            metadata = load_checkpoint(args.checkpoint)
+        except ValueError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        size = size or metadata.get("input_size")
+        mean, std = metadata.get("mean", mean), metadata.get("std", std)
+        print(f"Loaded checkpoint {args.checkpoint}")
+    size = int(size or 224)
+    size = size[0] if isinstance(size, (list, tuple)) else size
+    model = model.to(device).eval()
+    num_classes = model.fc.out_features
+    names = model.class_names or (
+        list(DEFAULT_CLASS_NAMES) if num_classes <= 2 else [f"class {k}" for k in range(num_classes)]
+    )
+    x = build_transform(size, mean=mean, std=std)(original).unsqueeze(0).to(device)
+    print(f"Model input: {tuple(x.shape)} on {device}")
+
+    # -- 1. prediction without Grad-CAM -------------------------------------------------
+    print("\n[1] Prediction without Grad-CAM")
+    with torch.no_grad():
+        logits = model(x)
+    probabilities = _probabilities(logits)[0]
+    predicted = int(probabilities.argmax())
+    print(f"    gradcam_enabled={model.gradcam_enabled}, logits={logits[0].tolist()}")
+    print(f"    predicted: {names[predicted]} (p={float(probabilities[predicted]):.3f})")
+
+    # -- 2. predictions with heatmaps -------------------------------------------------
+    print("\n[2] Predictions with Grad-CAM heatmaps")
+    model.enable_gradcam_mode()
+    chosen = args.class_idx if args.class_idx is not None else (predicted + 1) % max(num_classes, 2)
+    try:
+        with torch.no_grad():
+            logits_cam, heatmap = model(x, return_gradcam=True)
+            if num_classes == 1:
+                # A single logit: the "chosen class" 0 is the negative decision, -logit.
+                _, chosen_heatmap = model(
+                    x, return_gradcam=True,
+                    gradcam_score_fn=(lambda z: -z[:, 0]) if chosen == 0 else (lambda z: z[:, 0]),
+                )
+            else:
+                _, chosen_heatmap = model(x, return_gradcam=True, gradcam_class_idx=chosen)
+    except ValueError as err:
+        print(f"error: --class-idx: {err}", file=sys.stderr)
+        return 2
+    peak = divmod(int(heatmap[0].argmax()), heatmap.shape[-1])
+    print(f"    logits identical to [1]: {torch.equal(logits_cam, logits)}")
+    print(
+        f"    heatmap {tuple(heatmap.shape)} {heatmap.dtype}, range "
+        f"[{float(heatmap.min()):.2f}, {float(heatmap.max()):.2f}], peak at (row, col)={peak}"
+    )
+    print(f"    chosen class {chosen} ({names[chosen]}): heatmap {tuple(chosen_heatmap.shape)}")
+    if not bool(chosen_heatmap.any()):
+        print("    (all zeros: nothing at the target layer raises this class's score)")
+
+    # -- 3. overlays saved as PNG -------------------------------------------------------
+    print("\n[3] Grad-CAM overlays")
+    colored, overlaid = model.get_gradcam_overlay(x, original, alpha=0.5, colormap=cv2.COLORMAP_JET)
+    if num_classes == 1:  # get_gradcam_overlay explains classes; colour the decision's map
+        base = images_to_tensor(original, device)[None]
+        chosen_colored, chosen_overlaid = (
+            to_numpy_images(t[0]) for t in overlay(base, chosen_heatmap, 0.5, cv2.COLORMAP_JET)
+        )
+    else:
+        chosen_colored, chosen_overlaid = model.get_gradcam_overlay(x, original, class_idx=chosen)
+    written = {
+        "heatmap": output / "gradcam_heatmap.png",
+        "overlay": output / "gradcam_overlay.png",
+        "figure": output / "gradcam_figure.png",
+    }
+    Image.fromarray(colored).save(written["heatmap"])
+    Image.fromarray(overlaid).save(written["overlay"])
+    _save_figure(
+        written["figure"],
+        original,
+        [
+            (f"predicted {names[predicted]} (p={float(probabilities[predicted]):.2f})", colored, overlaid),
+            (f"class {names[chosen]} (p={float(probabilities[chosen]):.2f})", chosen_colored, chosen_overlaid),
+        ],
+        title=(
+            f"checkpoint {args.checkpoint.name}" if args.checkpoint is not None
+            else "random weights (no --checkpoint): these heatmaps are not meaningful"
+        ),
+    )
+    for kind, path in written.items():
+        print(f"    wrote {kind}: {path}")
+
+    # -- 4. enable / disable at run time ------------------------------------------------
+    print("\n[4] Switching Grad-CAM off and on")
+    model.disable_gradcam_mode()
+    hooks = sum(len(m._forward_hooks) for m in model.modules())
+    print(f"    disabled: gradcam_enabled={model.gradcam_enabled}, forward hooks left={hooks}")
+    with torch.no_grad():
+        print(f"    plain prediction unchanged: {torch.equal(model(x), logits)}")
+        try:
+            model(x, return_gradcam=True)
+        except RuntimeError as err:
+            print(f"    return_gradcam=True now raises: {err}")
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        print(f"    get_gradcam_overlay returns {model.get_gradcam_overlay(x, original)}")
+    model.enable_gradcam_mode()
+    with torch.no_grad():
+        _, again = model(x, return_gradcam=True)
+    print(f"    re-enabled: gradcam_enabled={model.gradcam_enabled}, same heatmap: {torch.equal(again, heatmap)}")
+    model.disable_gradcam_mode()
+
+    print(f"\nDone in {time.perf_counter() - start:.1f} s; figures in {output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
