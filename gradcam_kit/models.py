@@ -1,0 +1,256 @@
+"""Explaining any torchvision classification CNN (and ViT) at layers named by string.
+
+:func:`explain` is the one-call form; :class:`GradCAMExplainer` keeps hooks registered for
+repeated calls. Both run on :class:`~gradcam_kit.engine.CAMEngine`, so they share its
+guarantees: one forward pass per call, the graph cut at the target layer, frozen models and
+``torch.no_grad()`` work, train/eval flags and parameters' ``.grad`` are never touched.
+
+Default target layers per family (:func:`default_target_layer`), chosen as in
+pytorch-grad-cam's and torchcam's recommendations: the output of the last convolutional
+stage, i.e. the tensor the classifier's pooling reads.
+
+=====================================  ==========================================
+family                                 default layer
+=====================================  ==========================================
+ResNet / ResNeXt / Wide ResNet         ``layer4``
+DenseNet (CheXNet = densenet121)       ``features`` (``norm5`` output)
+EfficientNet, MobileNet V2/V3,         ``features``
+ConvNeXt, SqueezeNet
+VGG, AlexNet                           last ``ReLU`` of ``features`` (before the
+                                       final max-pool, ``relu5_3`` in VGG16)
+RegNet                                 ``trunk_output``
+ShuffleNet V2                          ``conv5``
+MNASNet                                ``layers``
+GoogLeNet / Inception v3               ``inception5b`` / ``Mixed_7c``
+VisionTransformer                      ``encoder.layers.<last>.ln_1`` (tokens)
+anything else                          the last ``nn.Conv2d``
+=====================================  ==========================================
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+from torchvision import models as tv
+
+from .engine import CAMEngine, CAMOutput, ScoreFn
+from .layers import resolve_layers
+from .methods import CAMMethod, ClassActivationMap, get_method
+
+__all__ = ["GradCAMExplainer", "classifier_head", "default_target_layer", "explain"]
+
+LayerSpec = str | nn.Module | Sequence[str | nn.Module]
+
+
+def default_target_layer(model: nn.Module) -> str:
+    """The layer a CAM explains by default for ``model``'s family (see the module docstring).
+
+    Raises:
+        ValueError: the model has no convolution and is not a known family; pass layers.
+    """
+    if isinstance(model, tv.VisionTransformer):
+        from .vit import default_vit_layer
+
+        return default_vit_layer(model)
+    if isinstance(model, tv.ResNet):
+        return "layer4"
+    if isinstance(model, (tv.VGG, tv.AlexNet)):
+        relus = [n for n, m in model.features.named_children() if isinstance(m, nn.ReLU)]
+        if relus:
+            return f"features.{relus[-1]}"
+    family_layers = (
+        ((tv.DenseNet, tv.EfficientNet, tv.MobileNetV2, tv.MobileNetV3, tv.ConvNeXt,
+          tv.SqueezeNet), "features"),
+        ((tv.RegNet,), "trunk_output"),
+        ((tv.ShuffleNetV2,), "conv5"),
+        ((tv.MNASNet,), "layers"),
+        ((tv.GoogLeNet,), "inception5b"),
+        ((tv.Inception3,), "Mixed_7c"),
+    )
+    for families, layer in family_layers:
+        if isinstance(model, families):
+            return layer
+    convolutions = [name for name, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    if not convolutions:
+        raise ValueError(
+            f"cannot choose a default target layer for {type(model).__name__}: it has no "
+            "nn.Conv2d; pass layers=... (see model.named_modules())"
+        )
+    return convolutions[-1]
+
+
+def classifier_head(model: nn.Module) -> nn.Linear:
+    """The model's last ``nn.Linear`` (``fc`` of a ResNet, ``classifier`` of a DenseNet).
+
+    CAM (Zhou et al.) is exact only when that layer directly follows a global average pool
+    of the target layer, as in ResNet, DenseNet and EfficientNet; the channel check in
+    :class:`~gradcam_kit.methods.ClassActivationMap` catches most other cases.
+
+    Raises:
+        ValueError: the model has no ``nn.Linear``.
+    """
+    linears = [m for m in model.modules() if isinstance(m, nn.Linear)]
+    if not linears:
+        raise ValueError(
+            f"CAM needs a linear classifier, {type(model).__name__} has none; "
+            "use a gradient method such as 'gradcam'"
+        )
+    return linears[-1]
+
+
+def _method(model: nn.Module, method: str | CAMMethod) -> CAMMethod:
+    if isinstance(method, str) and method.lower().replace("-", "").replace("_", "") == "cam":
+        return ClassActivationMap(classifier_head(model))
+    return get_method(method)
+
+
+class GradCAMExplainer:
+    """Explains a classification model at named layers with any CAM method.
+
+    Args:
+        model: any torchvision classification CNN (``resnet18``, ``densenet121``,
+            ``efficientnet_b0``, ``convnext_tiny``, ``mobilenet_v3_small``, ``vgg16``, ...)
+            or ``VisionTransformer``; never modified.
+        layers: a layer name (``"layer4"``, ``"features.denseblock4"``,
+            ``"layer4[-1].conv2"``), a submodule, or a sequence of them; default
+            :func:`default_target_layer`. Misspelt names raise ``ValueError`` with the
+            closest valid names.
+        method: ``"gradcam"``, ``"gradcam++"``, ``"xgradcam"``, ``"hirescam"``,
+            ``"layercam"``, ``"scorecam"``, ``"cam"`` (the classifier's weights) or a
+            :class:`~gradcam_kit.methods.CAMMethod`.
+
+    Use it directly (hooks live for each call only) or as a context manager / with
+    :meth:`attach` to keep the hooks registered between calls::
+
+        with GradCAMExplainer(densenet121(), method="gradcam++") as explainer:
+            heatmap = explainer(x).heatmaps["features"]
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: LayerSpec | None = None,
+        method: str | CAMMethod = "gradcam",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.layers = resolve_layers(model, default_target_layer(model) if layers is None else layers)
+        self.method = _method(model, method)
+        self.is_vit = isinstance(model, tv.VisionTransformer)
+        # A ViT's token grid depends on the input size, so its engine is built per call.
+        self._engine = None if self.is_vit else CAMEngine(model, list(self.layers.values()), method=self.method)
+
+    # -- hook lifecycle -------------------------------------------------------------
+    def attach(self) -> GradCAMExplainer:
+        """Keeps the hooks registered between calls (no-op for a ViT or if attached)."""
+        if self._engine is not None:
+            self._engine.attach()
+        return self
+
+    def remove(self) -> None:
+        """Removes the hooks (idempotent)."""
+        if self._engine is not None:
+            self._engine.remove()
+
+    def __enter__(self) -> GradCAMExplainer:
+        return self.attach()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.remove()
+
+    # -- explaining -----------------------------------------------------------------
+    def explain(
+        self,
+        x: Tensor,
+        class_idx: int | Sequence[int] | Tensor | None = None,
+        *,
+        layers: LayerSpec | None = None,
+        method: str | CAMMethod | None = None,
+        output_size: tuple[int, int] | str | None = "input",
+        normalize: bool = True,
+        score_fn: ScoreFn | None = None,
+    ) -> CAMOutput:
+        """One forward pass; logits and a ``{layer: (B, H, W)}`` map per layer.
+
+        Args:
+            x: ``(B, C, H, W)`` input batch.
+            class_idx: ``None`` (each image's prediction), an int, or one per image.
+            layers: other layers for this call only.
+            method: another method for this call only (``"cam"`` accepted).
+            output_size: ``"input"``, ``(h, w)`` or ``None`` for each layer's resolution.
+            normalize: per-image min-max normalisation to ``[0, 1]``.
+            score_fn: ``logits -> (B,)`` scores to explain instead of a class.
+
+        Raises:
+            ValueError: an unknown layer (with suggestions), a bad class index or method.
+        """
+        cam_method = None if method is None else _method(self.model, method)
+        if self.is_vit:
+            from .vit import TokensToGrid, patch_grid_size
+
+            targets = self.layers if layers is None else resolve_layers(self.model, layers)
+            engine = CAMEngine(
+                self.model,
+                list(targets.values()),
+                method=cam_method or self.method,
+                reshape=TokensToGrid(patch_grid_size(self.model, x)),
+            )
+            return engine.explain(
+                x, class_idx, output_size=output_size, normalize=normalize, score_fn=score_fn
+            )
+        return self._engine.explain(
+            x,
+            class_idx,
+            layers=layers,
+            method=cam_method,
+            output_size=output_size,
+            normalize=normalize,
+            score_fn=score_fn,
+        )
+
+    __call__ = explain
+
+    def __repr__(self) -> str:
+        return (
+            f"GradCAMExplainer(model={type(self.model).__name__}, "
+            f"layers={list(self.layers)}, method={self.method!r})"
+        )
+
+
+def explain(
+    model: nn.Module,
+    x: Tensor,
+    layers: LayerSpec | None = None,
+    method: str | CAMMethod = "gradcam",
+    class_idx: int | Sequence[int] | Tensor | None = None,
+    *,
+    output_size: tuple[int, int] | str | None = "input",
+    normalize: bool = True,
+    score_fn: ScoreFn | None = None,
+) -> CAMOutput:
+    """Explains ``model``'s decision on ``x`` at ``layers`` in one forward pass.
+
+    Args:
+        model: any torchvision classification CNN or ``VisionTransformer``.
+        x: ``(B, C, H, W)`` input batch.
+        layers: layer name(s) or module(s); default :func:`default_target_layer`.
+        method: a method name (``"gradcam"``, ``"gradcam++"``, ``"scorecam"``, ``"cam"``,
+            ...) or a :class:`~gradcam_kit.methods.CAMMethod`.
+        class_idx: ``None`` (each image's prediction), an int, or one per image.
+        output_size: ``"input"``, ``(h, w)`` or ``None`` for each layer's resolution.
+        normalize: per-image min-max normalisation to ``[0, 1]``.
+        score_fn: ``logits -> (B,)`` scores to explain instead of a class.
+
+    Returns:
+        A :class:`~gradcam_kit.engine.CAMOutput`: ``logits``, ``heatmaps`` ``{layer: (B, H, W)}``
+        and the explained ``class_idx``.
+
+    Raises:
+        ValueError: an unknown layer (the message suggests close names), a bad class index
+            or an unknown method.
+    """
+    return GradCAMExplainer(model, layers, method).explain(
+        x, class_idx, output_size=output_size, normalize=normalize, score_fn=score_fn
+    )
