@@ -56,7 +56,9 @@ class ResNet50FineTuned(ResNet):
         RuntimeError: ImageNet weights were asked for but are neither cached nor
             downloadable; the message says where to put the file.
         ValueError: a checkpoint that does not fit (names the file and the mismatch), an
-            unknown layer name (with suggestions) or ``num_classes < 1``.
+            unknown weights name, an unknown layer name (with suggestions) or
+            ``num_classes < 1``.
+        FileNotFoundError: ``weights`` names a checkpoint path where there is no file.
     """
 
     def __init__(
@@ -74,7 +76,7 @@ class ResNet50FineTuned(ResNet):
         super().__init__(Bottleneck, [3, 4, 6, 3])
         checkpoint = _checkpoint_path(weights)
         if checkpoint is None and weights is not None:
-            self.load_state_dict(torchvision_state_dict(ResNet50_Weights.verify(weights)))
+            self.load_state_dict(torchvision_state_dict(_imagenet_weights(weights)))
         self.fc = nn.Linear(self.fc.in_features, num_classes)
         self.class_names: list[str] | None = None
         if checkpoint is not None:
@@ -246,7 +248,20 @@ class ResNet50FineTuned(ResNet):
         return [c for c, _ in pairs], [o for _, o in pairs]
 
 
+def _imagenet_weights(weights: object) -> ResNet50_Weights:
+    try:
+        return ResNet50_Weights.verify(weights)
+    except (KeyError, ValueError, TypeError):
+        raise ValueError(
+            f"unknown weights {weights!r}: pass None (random initialisation), one of "
+            f"{list(ResNet50_Weights.__members__)}, a ResNet50_Weights member, or the path of "
+            "an existing checkpoint file"
+        ) from None
+
+
 def _checkpoint_path(weights: object) -> Path | None:
+    if isinstance(weights, str) and weights.removeprefix("ResNet50_Weights.") in ResNet50_Weights.__members__:
+        return None  # a weights name, even if a file of that name happens to exist here
     if isinstance(weights, os.PathLike) or (
         isinstance(weights, str) and (os.sep in weights or weights.endswith((".pt", ".pth", ".ckpt")))
     ):

@@ -193,3 +193,19 @@ def test_cached_default_weights_are_loaded_without_the_network(tmp_path, monkeyp
     model = ResNet50FineTuned(num_classes=2)
     torch.testing.assert_close(model.conv1.weight, shared_model.conv1.weight)
     assert model.fc.out_features == 2
+
+
+@pytest.mark.parametrize("name", ["DEFAULT", "IMAGENET1K_V1", "ResNet50_Weights.IMAGENET1K_V2"])
+def test_weights_names_win_over_files_of_that_name(tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    (tmp_path / name).write_bytes(b"not a checkpoint")  # a stray file called like the weights
+    monkeypatch.setattr(checkpoint, "_reachable", lambda url, timeout=3.0: "offline (test)")
+    with pytest.raises(RuntimeError, match=r"torchvision weights ResNet50_Weights\.IMAGENET1K_V"):
+        ResNet50FineTuned(num_classes=2, weights=name)
+
+
+@pytest.mark.parametrize("weights", ["IMAGENET1K_V3", "my_model", 3])
+def test_unknown_weights_are_rejected_with_the_choices(weights):
+    with pytest.raises(ValueError, match=rf"unknown weights {weights!r}: pass None .*'DEFAULT'"):
+        ResNet50FineTuned(num_classes=2, weights=weights)
