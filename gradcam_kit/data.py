@@ -1,0 +1,338 @@
+"""Image datasets for training and evaluation: ImageFolder trees and CSV files, with masks.
+
+Two sources, one dataset class (:class:`ImageDataset`):
+
+* **ImageFolder**: ``<root>/<class>/*.png`` (any PIL-readable extension). A dataset root
+  may hold split folders, ``<root>/train/<class>/...``, ``<root>/val/...``,
+  ``<root>/test/...``; :func:`load_split` picks one.
+* **CSV**: a header with ``path`` and ``label`` columns (and optionally ``mask``); paths are
+  relative to the CSV's folder unless absolute; labels are class names or integer indices.
+
+Masks (binary, white = region of interest) lie **beside** their image and share its name
+plus ``_mask``: ``lesion/train_00001.png`` -> ``lesion/train_00001_mask.png``. Files whose
+stem ends in ``_mask`` are never read as images. A CSV names masks in its ``mask``
+column instead.
+
+Images are read as they are (grayscale X-rays stay grayscale) and the transform from
+:func:`gradcam_kit.preprocess.build_transform` resizes, turns grayscale into three
+channels and normalises. Every problem that would stop training (missing folder or CSV,
+empty class, a single class, an unreadable image) raises ``ValueError`` or
+``FileNotFoundError`` *before* any training starts.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MASK_SUFFIX",
+    "ImageDataset",
+    "Sample",
+    "csv_samples",
+    "image_folder_samples",
+    "is_mask_file",
+    "load_mask",
+    "load_split",
+    "mask_path_for",
+    "split_samples",
+    "verify_images",
+]
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+MASK_SUFFIX = "_mask"
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image on disk: its path, class index and mask path (``None`` without a mask)."""
+
+    path: Path
+    label: int
+    mask: Path | None = None
+
+
+def is_mask_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` names a mask (its stem ends in ``_mask``), not an image."""
+    return Path(path).stem.endswith(MASK_SUFFIX)
+
+
+def mask_path_for(image_path: str | os.PathLike) -> Path | None:
+    """The mask beside ``image_path`` (same folder, stem + ``_mask``, any image extension)."""
+    image_path = Path(image_path)
+    for extension in (image_path.suffix, *IMAGE_EXTENSIONS):
+        candidate = image_path.with_name(f"{image_path.stem}{MASK_SUFFIX}{extension}")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def image_folder_samples(
+    root: str | os.PathLike, class_names: Sequence[str] | None = None
+) -> tuple[list[Sample], list[str]]:
+    """Lists ``<root>/<class>/<image>`` files (sorted; masks beside them are attached).
+
+    Args:
+        root: the folder whose sub-folders are the classes.
+        class_names: expected classes in index order (e.g. from a checkpoint or the
+            training split); default: the sub-folders, sorted.
+
+    Returns:
+        ``(samples, class_names)``.
+
+    Raises:
+        FileNotFoundError: ``root`` does not exist.
+        ValueError: no class folders, a class folder without images, or a class in
+            ``class_names`` missing from ``root``.
+    """
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no dataset folder at {root}; expected <root>/<class>/*.png")
+    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not found:
+        raise ValueError(
+            f"{root} holds no class folders; expected the ImageFolder layout <root>/<class>/*.png"
+        )
+    names = list(class_names) if class_names is not None else found
+    missing = [name for name in names if name not in found]
+    if missing:
+        raise ValueError(f"{root} has no folder for class(es) {missing}; found {found}")
+    samples: list[Sample] = []
+    for label, name in enumerate(names):
+        files = sorted(
+            p for p in (root / name).rglob("*")
+            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not is_mask_file(p)
+        )
+        if not files:
+            raise ValueError(
+                f"class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "
+                "add images or remove the folder"
+            )
+        samples.extend(Sample(path, label, mask_path_for(path)) for path in files)
+    return samples, names
+
+
+def csv_samples(
+    csv_path: str | os.PathLike, class_names: Sequence[str] | None = None
+) -> tuple[list[Sample], list[str]]:
+    """Reads a ``path,label[,mask]`` CSV file.
+
+    Labels may be class names or integer indices. Relative paths are relative to the CSV
+    file's folder.
+
+    Returns:
+        ``(samples, class_names)``; class names default to the sorted distinct labels (or
+        ``"0" .. "K-1"`` for integer labels).
+
+    Raises:
+        FileNotFoundError: the CSV file does not exist.
+        ValueError: no ``path``/``label`` header, no rows, an image path that does not
+            exist, or a label outside ``class_names``.
+    """
+    csv_path = Path(csv_path)
+    if not csv_path.is_file():
+        raise FileNotFoundError(f"no CSV file at {csv_path}; expected a file with a path,label header")
+    with open(csv_path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        header = [h.strip() for h in (reader.fieldnames or [])]
+        if "path" not in header or "label" not in header:
+            raise ValueError(f"{csv_path} must have a header with 'path' and 'label' columns, got {header}")
+        rows = [{k.strip(): (v or "").strip() for k, v in row.items() if k} for row in reader]
+    rows = [row for row in rows if row.get("path")]
+    if not rows:
+        raise ValueError(f"{csv_path} lists no images")
+    labels = [row["label"] for row in rows]
+    numeric = all(label.lstrip("-").isdigit() for label in labels)
+    if class_names is None:
+        if numeric:
+            class_names = [str(i) for i in range(max(int(label) for label in labels) + 1)]
+        else:
+            class_names = sorted(set(labels))
+    names = list(class_names)
+    base = csv_path.parent
+    samples = []
+    for line, row in enumerate(rows, start=2):
+        label = row["label"]
+        if label in names:
+            index = names.index(label)
+        elif numeric and 0 <= int(label) < len(names):
+            index = int(label)
+        else:
+            raise ValueError(f"{csv_path}:{line}: label {label!r} is not one of the classes {names}")
+        path = Path(row["path"])
+        path = path if path.is_absolute() else base / path
+        if not path.is_file():
+            raise ValueError(f"{csv_path}:{line}: image {path} does not exist")
+        mask = Path(row["mask"]) if row.get("mask") else None
+        if mask is not None and not mask.is_absolute():
+            mask = base / mask
+        samples.append(Sample(path, index, mask))
+    return samples, names
+
+
+def load_split(
+    source: str | os.PathLike,
+    split: str | None = None,
+    class_names: Sequence[str] | None = None,
+) -> tuple[list[Sample], list[str]]:
+    """Samples of a CSV file, an ImageFolder, or one split folder of a dataset root.
+
+    Args:
+        source: a ``.csv`` file, a ``<root>/<class>/`` folder, or a root holding split
+            folders (``train``, ``val``, ``test``).
+        split: the split folder (or ``<root>/<split>.csv``) to read from ``source``;
+            ``None`` reads ``source`` itself.
+        class_names: expected classes in index order.
+
+    Raises:
+        FileNotFoundError: ``source`` (or the split) does not exist.
+        ValueError: see :func:`image_folder_samples` and :func:`csv_samples`.
+    """
+    source = Path(source)
+    if source.suffix.lower() == ".csv":
+        return csv_samples(source, class_names)
+    if split is not None:
+        if (source / split).is_dir():
+            source = source / split
+        elif (source / f"{split}.csv").is_file():
+            return csv_samples(source / f"{split}.csv", class_names)
+        else:
+            raise FileNotFoundError(f"no split {split!r} in {source}: expected {source / split}/<class>/")
+    return image_folder_samples(source, class_names)
+
+
+def verify_images(samples: Sequence[Sample]) -> None:
+    """Opens every image header (and mask) so a broken file fails now, not mid-training.
+
+    Raises:
+        ValueError: names the first file PIL cannot read.
+    """
+    for sample in samples:
+        for path in (sample.path, sample.mask):
+            if path is None:
+                continue
+            try:
+                with Image.open(path) as image:
+                    image.verify()
+            except Exception as err:  # PIL raises many types for broken files
+                raise ValueError(
+                    f"cannot read image {path}: {type(err).__name__}: {err}; "
+                    "remove or replace the file"
+                ) from None
+
+
+def split_samples(
+    samples: Sequence[Sample], val_fraction: float, *, seed: int = 0
+) -> tuple[list[Sample], list[Sample]]:
+    """Stratified, seeded train/val split (at least one val image per class when possible).
+
+    Raises:
+        ValueError: ``val_fraction`` outside ``(0, 1)``.
+    """
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+    generator = torch.Generator().manual_seed(seed)
+    train: list[Sample] = []
+    val: list[Sample] = []
+    for label in sorted({s.label for s in samples}):
+        members = [s for s in samples if s.label == label]
+        order = torch.randperm(len(members), generator=generator).tolist()
+        n_val = min(max(1, round(val_fraction * len(members))), len(members) - 1)
+        val.extend(members[i] for i in sorted(order[:n_val]))
+        train.extend(members[i] for i in sorted(order[n_val:]))
+    return train, val
+
+
+def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None) -> Tensor:
+    """Reads a binary mask (any pixel > 127 is inside) as a bool ``(H, W)`` tensor.
+
+    ``size`` resizes it (nearest neighbour) to the model input's ``(H, W)``; images are
+    resized without cropping, so the mask stays aligned.
+    """
+    with Image.open(path) as image:
+        mask = image.convert("L")
+        if size is not None and mask.size != (size[1], size[0]):
+            mask = mask.resize((size[1], size[0]), Image.NEAREST)
+        data = torch.frombuffer(bytearray(mask.tobytes()), dtype=torch.uint8)
+        return data.view(mask.size[1], mask.size[0]) > 127
+
+
+@dataclass
+class ImageDataset(Dataset):
+    """Images on disk with labels and optional masks.
+
+    Items: ``(image, label)``; with ``mask_size`` set, ``(image, label, mask)`` where
+    ``mask`` is bool ``(H, W)`` (all ``False`` when the image has no mask); with
+    ``return_index``, the sample's index is appended.
+
+    Attributes:
+        samples: the :class:`Sample` list.
+        classes: class names in index order.
+        transform: e.g. :func:`gradcam_kit.preprocess.build_transform`; gets the PIL image.
+        mask_size: ``(H, W)`` to return masks at (the model input size); ``None``: no masks.
+        return_index: append the sample index (used to check distributed sharding).
+    """
+
+    samples: list[Sample]
+    classes: list[str]
+    transform: Callable[[Image.Image], Tensor] | None = None
+    mask_size: tuple[int, int] | None = None
+    return_index: bool = False
+    _labels: Tensor = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._labels = torch.tensor([s.label for s in self.samples], dtype=torch.long)
+
+    @classmethod
+    def from_source(
+        cls,
+        source: str | os.PathLike,
+        split: str | None = None,
+        *,
+        class_names: Sequence[str] | None = None,
+        verify: bool = True,
+        **kwargs: object,
+    ) -> ImageDataset:
+        """Builds the dataset from a CSV, an ImageFolder or a split of one (see :func:`load_split`)."""
+        samples, names = load_split(source, split, class_names)
+        if verify:
+            verify_images(samples)
+        return cls(samples, names, **kwargs)
+
+    @property
+    def labels(self) -> Tensor:
+        """``(N,)`` int64 class indices."""
+        return self._labels
+
+    def class_counts(self) -> Tensor:
+        """``(num_classes,)`` images per class."""
+        return torch.bincount(self._labels, minlength=len(self.classes))
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple:
+        sample = self.samples[index]
+        try:
+            with Image.open(sample.path) as handle:
+                image = handle.convert("L") if handle.mode in ("L", "I", "I;16", "1") else handle.convert("RGB")
+        except Exception as err:
+            raise ValueError(f"cannot read image {sample.path}: {err}") from None
+        item: list[object] = [self.transform(image) if self.transform is not None else image, sample.label]
+        if self.mask_size is not None:
+            if sample.mask is not None:
+                item.append(load_mask(sample.mask, self.mask_size))
+            else:
+                item.append(torch.zeros(self.mask_size, dtype=torch.bool))
+        if self.return_index:
+            item.append(index)
+        return tuple(item)

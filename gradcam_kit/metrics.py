@@ -1,0 +1,173 @@
+"""Classification metrics computed in torch: accuracy, AUROC, sensitivity, specificity, confusion.
+
+All functions take the model's logits and the targets as tensors and stay on their
+device; only :func:`classification_metrics` turns its final numbers into Python floats.
+
+Conventions:
+
+* ``num_classes == 1`` (a single sigmoid logit): positive when ``sigmoid(z) >= 0.5``,
+  i.e. ``z >= 0``; the score for AUROC is ``z`` itself.
+* Two classes: class 1 is the positive class; the score is ``softmax(z)[:, 1]``.
+* More classes: AUROC is the macro average of one-vs-rest AUROCs over the classes that
+  have both positives and negatives; sensitivity and specificity are macro averages of
+  the one-vs-rest values.
+
+AUROC is the Mann-Whitney statistic with average ranks for ties, equal to
+``sklearn.metrics.roc_auc_score``; it is ``nan`` when only one class is present.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "auroc",
+    "binary_auroc",
+    "classification_metrics",
+    "confusion_matrix",
+    "format_metrics",
+    "json_safe",
+    "predictions",
+    "scores",
+]
+
+
+def _check(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+    if logits.ndim == 1:
+        logits = logits[:, None]
+    if logits.ndim != 2:
+        raise ValueError(f"logits must be (N, num_classes) or (N,), got {tuple(logits.shape)}")
+    if targets.ndim != 1 or targets.shape[0] != logits.shape[0]:
+        raise ValueError(
+            f"targets must be (N,) with N={logits.shape[0]} to match the logits, got {tuple(targets.shape)}"
+        )
+    return logits.detach().float(), targets.detach().long()
+
+
+def predictions(logits: Tensor) -> Tensor:
+    """``(N,)`` predicted class indices (``z >= 0`` for a single logit)."""
+    if logits.ndim == 1 or logits.shape[1] == 1:
+        return (logits.reshape(-1) >= 0).long()
+    return logits.argmax(dim=1)
+
+
+def scores(logits: Tensor) -> Tensor:
+    """Class probabilities ``(N, K)``; for a single logit, ``(N, 2)`` ``[1 - p, p]``."""
+    if logits.ndim == 1 or logits.shape[1] == 1:
+        positive = torch.sigmoid(logits.reshape(-1).float())
+        return torch.stack([1 - positive, positive], dim=1)
+    return torch.softmax(logits.float(), dim=1)
+
+
+def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:
+    """``(K, K)`` int64 counts, rows = true class, columns = predicted class."""
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+    flat = targets.long() * num_classes + preds.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def _average_ranks(values: Tensor) -> Tensor:
+    """1-based ranks of ``values`` with ties given their average rank."""
+    _, inverse, counts = torch.unique(values, sorted=True, return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    return (ends - (counts.double() - 1) / 2)[inverse]
+
+
+def binary_auroc(score: Tensor, is_positive: Tensor) -> Tensor:
+    """AUROC of ``score`` for the bool/0-1 ``is_positive`` labels; ``nan`` if one class is absent."""
+    is_positive = is_positive.bool()
+    n_pos = is_positive.sum().double()
+    n_neg = is_positive.numel() - n_pos
+    rank_sum = _average_ranks(score.double())[is_positive].sum()
+    auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return torch.where((n_pos > 0) & (n_neg > 0), auc, torch.full_like(auc, float("nan")))
+
+
+def auroc(logits: Tensor, targets: Tensor) -> Tensor:
+    """Binary AUROC, or macro one-vs-rest AUROC for more than two classes (0-dim tensor)."""
+    logits, targets = _check(logits, targets)
+    if logits.shape[1] == 1:
+        return binary_auroc(logits[:, 0], targets == 1)
+    probabilities = torch.softmax(logits, dim=1)
+    if logits.shape[1] == 2:
+        return binary_auroc(probabilities[:, 1], targets == 1)
+    per_class = torch.stack(
+        [binary_auroc(probabilities[:, k], targets == k) for k in range(logits.shape[1])]
+    )
+    return per_class.nanmean()
+
+
+def _ratio(numerator: Tensor, denominator: Tensor) -> Tensor:
+    numerator, denominator = numerator.double(), denominator.double()
+    return torch.where(denominator > 0, numerator / denominator.clamp_min(1), float("nan"))
+
+
+def classification_metrics(logits: Tensor, targets: Tensor) -> dict[str, object]:
+    """Accuracy, AUROC, sensitivity, specificity and the confusion matrix.
+
+    Args:
+        logits: ``(N, K)`` raw model outputs (``K == 1`` for a sigmoid head) or ``(N,)``.
+        targets: ``(N,)`` class indices.
+
+    Returns:
+        ``{"accuracy", "auroc", "sensitivity", "specificity", "confusion_matrix", "count"}``:
+        floats (``nan`` where undefined, e.g. AUROC with a single class present), the
+        matrix as a list of lists (rows = true class) and the number of samples.
+    """
+    logits, targets = _check(logits, targets)
+    num_classes = max(logits.shape[1], 2)
+    preds = predictions(logits)
+    matrix = confusion_matrix(preds, targets, num_classes)
+    true_positive = matrix.diagonal()
+    actual = matrix.sum(dim=1)
+    predicted = matrix.sum(dim=0)
+    total = matrix.sum()
+    false_positive = predicted - true_positive
+    actual_negative = total - actual
+    sensitivity = _ratio(true_positive, actual)
+    specificity = _ratio(actual_negative - false_positive, actual_negative)
+    if num_classes == 2:  # class 1 is the positive class
+        sensitivity, specificity = sensitivity[1], specificity[1]
+    else:
+        sensitivity, specificity = sensitivity.nanmean(), specificity.nanmean()
+    summary = torch.stack([
+        _ratio(true_positive.sum(), total),
+        auroc(logits, targets).double(),
+        sensitivity,
+        specificity,
+    ]).tolist()  # the one host transfer, at the end
+    return {
+        "accuracy": summary[0],
+        "auroc": summary[1],
+        "sensitivity": summary[2],
+        "specificity": summary[3],
+        "confusion_matrix": matrix.tolist(),
+        "count": int(total),
+    }
+
+
+def format_metrics(metrics: dict[str, object]) -> str:
+    """One line: ``acc 0.950  auroc 0.990  sens 0.940  spec 0.960``."""
+    def number(key: str) -> str:
+        value = metrics.get(key)
+        return "nan" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.3f}"
+
+    return (
+        f"acc {number('accuracy')}  auroc {number('auroc')}  "
+        f"sens {number('sensitivity')}  spec {number('specificity')}"
+    )
+
+
+def json_safe(value: object) -> object:
+    """A copy of nested dicts/lists with ``nan`` floats replaced by ``None`` (strict JSON)."""
+    if isinstance(value, float):
+        return None if math.isnan(value) else value
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    return value
