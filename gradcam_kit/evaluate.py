@@ -1,0 +1,352 @@
+"""``python -m gradcam_kit evaluate``: accuracy, AUROC and the pointing game per target layer.
+
+The pointing game (Zhang et al., "Top-down neural attention by excitation backprop",
+2016, as implemented in TorchRay's benchmark) asks whether a saliency map's maximum
+falls on the object: a **hit** when the pixel with the highest value lies within
+``tolerance`` pixels (15 at 224x224) of the ground-truth mask. Its **center baseline**
+always points at the image centre; a map is only informative when it beats it.
+
+The evaluate command explains each image's ground-truth class at every candidate layer
+(``layer2``, ``layer3``, ``layer4`` and the default ``layer4.2.conv3``) in one forward pass
+of ``ResNet50FineTuned`` (``model(x, return_gradcam=True, gradcam_layers=[...])``) and
+scores the images that have a non-empty mask. The tolerance scales with the input size
+(``15 * 128 / 224`` px at 128x128), so figures stay comparable across resolutions.
+
+:func:`pointing_game` and :func:`center_baseline` work on any ``(B, H, W)`` maps and masks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .metrics import classification_metrics, format_metrics, json_safe
+
+__all__ = [
+    "DEFAULT_LAYERS",
+    "add_arguments",
+    "center_baseline",
+    "evaluate_pointing",
+    "point_hits",
+    "pointing_game",
+    "run",
+    "scaled_tolerance",
+]
+
+DEFAULT_LAYERS: tuple[str, ...] = ("layer2", "layer3", "layer4", "layer4.2.conv3")
+REFERENCE_SIZE = 224
+
+
+def scaled_tolerance(tolerance_px: float, size: Sequence[int] | int, reference_size: int = REFERENCE_SIZE) -> float:
+    """``tolerance_px`` at ``reference_size`` converted to an image of ``size`` (shorter side)."""
+    side = size if isinstance(size, int) else min(size)
+    return float(tolerance_px) * side / reference_size
+
+
+def _check_masks(masks: Tensor, shape: torch.Size | None = None) -> Tensor:
+    if masks.ndim != 3:
+        raise ValueError(f"masks must be (B, H, W), got {tuple(masks.shape)}")
+    if shape is not None and masks.shape != shape:
+        raise ValueError(
+            f"heatmaps {tuple(shape)} and masks {tuple(masks.shape)} differ; resize the masks "
+            "to the heatmaps' size (nearest neighbour) first"
+        )
+    return masks.bool()
+
+
+def point_hits(points: Tensor, masks: Tensor, tolerance_px: float) -> Tensor:
+    """Whether each ``(y, x)`` point lies within ``tolerance_px`` of its mask.
+
+    Args:
+        points: ``(B, 2)`` integer ``(row, column)`` pixel positions.
+        masks: ``(B, H, W)`` bool masks; an empty mask is never hit.
+        tolerance_px: the largest distance (pixels, Euclidean) that still counts as a hit.
+
+    Returns:
+        ``(B,)`` bool.
+    """
+    masks = _check_masks(masks)
+    if tolerance_px < 0:
+        raise ValueError(f"tolerance_px must be >= 0, got {tolerance_px}")
+    _, height, width = masks.shape
+    rows = torch.arange(height, device=masks.device, dtype=torch.float32)
+    cols = torch.arange(width, device=masks.device, dtype=torch.float32)
+    points = points.to(device=masks.device, dtype=torch.float32)
+    distance2 = (rows[None, :, None] - points[:, 0, None, None]) ** 2 + (
+        cols[None, None, :] - points[:, 1, None, None]
+    ) ** 2
+    nearest = distance2.masked_fill(~masks, float("inf")).flatten(1).amin(dim=1)
+    return nearest <= float(tolerance_px) ** 2
+
+
+def pointing_game(
+    heatmaps: Tensor,
+    masks: Tensor,
+    tolerance_px: float = 15.0,
+    *,
+    reference_size: int | None = None,
+) -> Tensor:
+    """Pointing-game hits: the maximum of each heatmap lies within ``tolerance_px`` of its mask.
+
+    Args:
+        heatmaps: ``(B, H, W)`` saliency maps (any scale; only the arg-max matters; the
+            first maximum in row-major order wins a tie).
+        masks: ``(B, H, W)`` bool ground truth at the heatmaps' size.
+        tolerance_px: tolerance in pixels of these maps, or at ``reference_size`` if given.
+        reference_size: the image side ``tolerance_px`` refers to (TorchRay: 15 px at
+            224): the tolerance is scaled to the maps' shorter side.
+
+    Returns:
+        ``(B,)`` bool hits. Images with an empty mask count as misses; leave them out of
+        the score (see :func:`evaluate_pointing`).
+    """
+    if heatmaps.ndim != 3:
+        raise ValueError(f"heatmaps must be (B, H, W), got {tuple(heatmaps.shape)}")
+    masks = _check_masks(masks, heatmaps.shape)
+    if reference_size is not None:
+        tolerance_px = scaled_tolerance(tolerance_px, tuple(heatmaps.shape[-2:]), reference_size)
+    width = heatmaps.shape[-1]
+    flat_max = heatmaps.detach().flatten(1).argmax(dim=1)
+    points = torch.stack([flat_max // width, flat_max % width], dim=1)
+    return point_hits(points, masks, tolerance_px)
+
+
+def center_baseline(
+    masks: Tensor, tolerance_px: float = 15.0, *, reference_size: int | None = None
+) -> Tensor:
+    """Hits of the baseline that always points at the image centre (``(H // 2, W // 2)``)."""
+    masks = _check_masks(masks)
+    height, width = masks.shape[-2:]
+    if reference_size is not None:
+        tolerance_px = scaled_tolerance(tolerance_px, (height, width), reference_size)
+    centre = torch.tensor([[height // 2, width // 2]], device=masks.device).expand(masks.shape[0], 2)
+    return point_hits(centre, masks, tolerance_px)
+
+
+def evaluate_pointing(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    *,
+    layers: Sequence[str] = DEFAULT_LAYERS,
+    method: str = "gradcam",
+    tolerance_px: float = 15.0,
+    reference_size: int = REFERENCE_SIZE,
+    device: torch.device | str = "cpu",
+    overlays: int = 0,
+    progress: bool = True,
+) -> dict[str, object]:
+    """Classification metrics and per-layer pointing game of a ``ResNet50FineTuned``.
+
+    Args:
+        model: the model (Grad-CAM is enabled for the call and disabled again).
+        loader: yields ``(images, labels, masks)``; masks at the input size.
+        layers: candidate target layers, all explained in one forward pass per batch.
+        method: CAM method name.
+        tolerance_px: pointing-game tolerance at ``reference_size``.
+        reference_size: image side the tolerance refers to.
+        device: where to compute.
+        overlays: keep this many positive images with their maps for :func:`write_overlays`.
+        progress: tqdm progress bar.
+
+    Returns:
+        a dict with ``classification``, ``pointing_game`` (per layer), ``center_baseline``,
+        ``best_layer``, the tolerance used and, with ``overlays``, the kept tensors under
+        ``"_overlays"``.
+    """
+    from tqdm.auto import tqdm
+
+    layers = list(layers)
+    was_training, was_enabled = model.training, model.gradcam_enabled
+    model.eval()
+    model.enable_gradcam_mode()
+    logits_all, labels_all = [], []
+    hits = {layer: [] for layer in layers}
+    centre_hits, scored = [], []
+    kept: list[tuple[Tensor, Tensor, dict[str, Tensor]]] = []
+    kept_count = 0
+    tolerance = None
+    try:
+        with torch.no_grad():
+            for images, labels, masks in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
+                images, labels, masks = images.to(device), labels.to(device), masks.to(device)
+                single_logit = model.fc.out_features == 1
+                logits, maps = model(
+                    images,
+                    return_gradcam=True,
+                    gradcam_class_idx=0 if single_logit else labels,
+                    gradcam_layers=layers,
+                    gradcam_method=method,
+                )
+                tolerance = scaled_tolerance(tolerance_px, tuple(images.shape[-2:]), reference_size)
+                has_mask = masks.flatten(1).any(dim=1)
+                logits_all.append(logits.float())
+                labels_all.append(labels)
+                scored.append(has_mask)
+                centre_hits.append(center_baseline(masks, tolerance))
+                for layer in layers:
+                    hits[layer].append(pointing_game(maps[layer], masks, tolerance))
+                if kept_count < overlays:
+                    chosen = has_mask.nonzero()[:, 0][: overlays - kept_count]
+                    if chosen.numel():
+                        kept.append((images[chosen], masks[chosen], {k: v[chosen] for k, v in maps.items()}))
+                        kept_count += chosen.numel()
+    finally:
+        model.train(was_training)
+        if not was_enabled:
+            model.disable_gradcam_mode()
+    if not logits_all:
+        raise ValueError("the dataset is empty: nothing to evaluate")
+    logits, labels, scored_mask = torch.cat(logits_all), torch.cat(labels_all), torch.cat(scored)
+    total = int(scored_mask.sum())
+    table = {}
+    counts = torch.stack([torch.cat(hits[layer])[scored_mask].sum() for layer in layers] + [torch.cat(centre_hits)[scored_mask].sum()]).tolist()
+    for layer, count in zip(layers, counts[:-1]):
+        table[layer] = {"hits": int(count), "total": total, "accuracy": count / total if total else None}
+    result: dict[str, object] = {
+        "classification": classification_metrics(logits, labels),
+        "method": method,
+        "images": int(labels.numel()),
+        "positives_with_masks": total,
+        "tolerance_px": tolerance,
+        "tolerance_px_at_reference": tolerance_px,
+        "reference_size": reference_size,
+        "pointing_game": table,
+        "center_baseline": {"hits": int(counts[-1]), "total": total, "accuracy": counts[-1] / total if total else None},
+        "best_layer": max(layers, key=lambda k: table[k]["hits"]) if total else None,
+    }
+    if kept:
+        result["_overlays"] = kept
+    return result
+
+
+def write_overlays(
+    kept: list[tuple[Tensor, Tensor, dict[str, Tensor]]],
+    out_dir: str | Path,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    scale: int = 2,
+) -> list[Path]:
+    """One PNG per image: the input, then the overlay of each layer (mask outline in green,
+    the map's maximum as a white cross). Returns the paths written."""
+    from PIL import Image
+
+    from .preprocess import denormalize
+    from .render import overlay, to_numpy_images
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    index = 0
+    for images, masks, maps in kept:
+        base = denormalize(images, mean=mean, std=std)
+        floats = masks.float()[:, None]
+        outline = (F.max_pool2d(floats, 3, 1, 1) - floats)[:, 0].bool()
+        panels = [base]
+        for heatmap in maps.values():
+            _, overlaid = overlay(base, heatmap)
+            overlaid = overlaid.clone()
+            overlaid[outline] = torch.tensor([0, 255, 0], dtype=torch.uint8, device=overlaid.device)
+            width = heatmap.shape[-1]
+            peak = heatmap.flatten(1).argmax(dim=1)
+            rows, cols = peak // width, peak % width
+            for offset in range(-2, 3):  # a small cross at each map's maximum
+                overlaid[torch.arange(len(rows)), (rows + offset).clamp(0, heatmap.shape[-2] - 1), cols] = 255
+                overlaid[torch.arange(len(rows)), rows, (cols + offset).clamp(0, width - 1)] = 255
+            panels.append(overlaid)
+        strips = torch.cat(panels, dim=2)
+        if scale > 1:
+            strips = strips.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
+        for strip in to_numpy_images(strips):
+            path = out_dir / f"overlay_{index:03d}.png"
+            Image.fromarray(strip).save(path)
+            written.append(path)
+            index += 1
+    return written
+
+
+def format_table(result: dict[str, object]) -> str:
+    """The printed summary: classification line, then pointing game per layer and the baseline."""
+    lines = [f"classification ({result['images']} images): {format_metrics(result['classification'])}"]
+    total = result["positives_with_masks"]
+    if not total:
+        lines.append("pointing game: no image with a non-empty mask; nothing to score")
+        return "\n".join(lines)
+    lines.append(
+        f"pointing game ({result['method']}) on {total} positives with masks, tolerance "
+        f"{result['tolerance_px']:.1f} px (= {result['tolerance_px_at_reference']:g} px at "
+        f"{result['reference_size']}x{result['reference_size']}):"
+    )
+    lines.append(f"  {'layer':<18}{'hits':>10}{'score':>9}")
+    rows = [*result["pointing_game"].items(), ("center baseline", result["center_baseline"])]
+    for name, row in rows:
+        mark = "  <- best" if name == result["best_layer"] else ""
+        lines.append(f"  {name:<18}{row['hits']:>5}/{row['total']:<4}{row['accuracy']:>9.3f}{mark}")
+    return "\n".join(lines)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``python -m gradcam_kit evaluate``."""
+    parser.add_argument("--checkpoint", required=True, help="a checkpoint written by train (best.pt)")
+    parser.add_argument("--data", required=True, help="dataset root, split folder or path,label,mask CSV")
+    parser.add_argument("--split", default="test", help="split folder inside --data, if present (default: %(default)s)")
+    parser.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS), help="candidate target layers (default: %(default)s)")
+    parser.add_argument("--method", default="gradcam", help="CAM method (default: %(default)s)")
+    parser.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in px at 224x224, scaled to the input size (default: %(default)s)")
+    parser.add_argument("--image-size", type=int, default=None, help="input size (default: the checkpoint's)")
+    parser.add_argument("--batch-size", type=int, default=16, help="(default: %(default)s)")
+    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: %(default)s)")
+    parser.add_argument("--json", default=None, help="where to write the results (default: <checkpoint folder>/evaluation.json)")
+    parser.add_argument("--overlays", type=int, default=0, help="write overlays of this many positives (default: %(default)s)")
+    parser.add_argument("--overlay-dir", default=None, help="(default: <checkpoint folder>/overlays)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Evaluates, prints the table, writes the JSON; returns 0."""
+    from resnet50 import ResNet50FineTuned
+
+    from .checkpoint import load_checkpoint
+    from .data import ImageDataset
+    from .preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform
+
+    checkpoint = Path(args.checkpoint)
+    metadata = load_checkpoint(checkpoint)
+    model = ResNet50FineTuned.from_checkpoint(checkpoint)
+    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    model.to(device)
+    size = args.image_size or metadata.get("input_size") or 224
+    size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
+    mean = tuple(metadata.get("mean") or IMAGENET_MEAN)
+    std = tuple(metadata.get("std") or IMAGENET_STD)
+    data = Path(args.data)
+    split = args.split if args.split and ((data / args.split).is_dir() or (data / f"{args.split}.csv").is_file()) else None
+    dataset = ImageDataset.from_source(
+        data, split, class_names=metadata.get("class_names"),
+        transform=build_transform(size, mean=mean, std=std), mask_size=size,
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+    result = evaluate_pointing(
+        model, loader, layers=args.layers, method=args.method, tolerance_px=args.tolerance,
+        device=device, overlays=args.overlays, progress=args.progress,
+    )
+    kept = result.pop("_overlays", None)
+    result.update(checkpoint=str(checkpoint), data=str(data / split) if split else str(data), input_size=list(size))
+    print(format_table(result))
+    json_path = Path(args.json) if args.json else checkpoint.parent / "evaluation.json"
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(json_path, "w") as handle:
+        json.dump(json_safe(result), handle, indent=2)
+    print(f"results: {json_path}")
+    if kept:
+        overlay_dir = Path(args.overlay_dir) if args.overlay_dir else checkpoint.parent / "overlays"
+        written = write_overlays(kept, overlay_dir, mean=mean, std=std)
+        print(f"overlays ({', '.join(['input', *args.layers])}; mask outline green, maximum as a white cross): {len(written)} in {overlay_dir}")
+    return 0
