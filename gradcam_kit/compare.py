@@ -1,0 +1,330 @@
+"""Which map to trust? CAM methods x faithfulness metrics on one model and dataset.
+
+``python -m gradcam_kit compare --checkpoint model.pt --data data/synthetic --split test``
+explains every image with each method at the model's target layer and reports, per method:
+
+========================  =====================================================  ==========
+column                    what it measures                                       better
+========================  =====================================================  ==========
+``deletion_auc``          class probability as top pixels are removed (RISE)     lower
+``insertion_auc``         class probability as top pixels are inserted (RISE)    higher
+``average_drop``          % confidence lost on ``map * image`` (Grad-CAM++)      lower
+``increase_in_confidence`` % of images whose confidence rises on ``map * image``  higher
+``randomization_corr``    Spearman correlation with the maps of a model whose    lower
+                          top stages were re-initialised (Adebayo et al.)
+``pointing_game``         % of images whose map maximum falls on the lesion      higher
+                          mask (within 15 px at 224 px), where masks exist
+``seconds_per_image``     time of the explanation alone (forward + method)       lower
+========================  =====================================================  ==========
+
+Every metric runs batched on the device (:mod:`gradcam_kit.faithfulness`); the explained
+class is the model's prediction. The table is printed as markdown and saved as
+``compare.json`` (with the whole randomisation cascade and the settings), ``compare.csv``
+and ``compare.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .engine import CAMEngine
+from .faithfulness import (
+    auc,
+    average_drop,
+    cam_explainer,
+    confidence_scores,
+    deletion_curve,
+    increase_in_confidence,
+    insertion_curve,
+    model_randomization,
+)
+from .methods import METHODS, CAMMethod, get_method
+
+__all__ = [
+    "COLUMNS",
+    "DEFAULT_METHODS",
+    "add_arguments",
+    "available_methods",
+    "compare_methods",
+    "format_markdown",
+    "run",
+    "write_results",
+]
+
+#: The gradient methods, then Score-CAM when :mod:`gradcam_kit.scorecam` provides it.
+DEFAULT_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam")
+
+#: (key, header, how to print) of the table's columns.
+COLUMNS: tuple[tuple[str, str, str], ...] = (
+    ("deletion_auc", "deletion AUC \u2193", "{:.3f}"),
+    ("insertion_auc", "insertion AUC \u2191", "{:.3f}"),
+    ("average_drop", "avg drop % \u2193", "{:.1f}"),
+    ("increase_in_confidence", "increase in conf. % \u2191", "{:.1f}"),
+    ("randomization_corr", "rand. rank corr. \u2193", "{:.3f}"),
+    ("pointing_game", "pointing game % \u2191", "{:.1f}"),
+    ("seconds_per_image", "s / image", "{:.4f}"),
+)
+
+
+def available_methods(requested: Iterable[str] = DEFAULT_METHODS) -> list[str]:
+    """The requested methods that this installation provides (Score-CAM may be absent)."""
+    return [name for name in requested if name in METHODS]
+
+
+def _method(name: str, chunk_size: int) -> CAMMethod:
+    """A method instance; Score-CAM scores its masked inputs in chunks of ``chunk_size``."""
+    if name == "scorecam":
+        return METHODS[name](batch_size=chunk_size)
+    return get_method(name)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def compare_methods(
+    model: nn.Module,
+    batches: Iterable[Sequence[Tensor]],
+    methods: Sequence[str],
+    *,
+    target_layer: str,
+    steps: int = 50,
+    chunk_size: int = 64,
+    cascade: Sequence[str] = ("fc", "layer4"),
+    tolerance_px: float = 15.0,
+    progress: bool = True,
+) -> list[dict[str, object]]:
+    """Scores every method on every batch; returns one row (a dict) per method.
+
+    Args:
+        model: the classifier, in eval mode, on the device the batches are on.
+        batches: ``(images, labels)`` or ``(images, labels, masks)`` batches; ``masks``
+            ``(B, H, W)`` bool at the input size, all ``False`` for an image without one.
+        methods: method names (see :data:`gradcam_kit.methods.METHODS`).
+        target_layer: the layer every method explains.
+        steps: deletion/insertion steps.
+        chunk_size: perturbed images per forward pass.
+        cascade: stages re-initialised, in order, for the randomisation check; the row
+            reports the correlation after the last one (all of them randomised).
+        tolerance_px: pointing-game tolerance at 224 px (TorchRay's 15 px), scaled to the
+            input size.
+        progress: show a progress bar over the batches.
+
+    Returns:
+        Rows with the keys of :data:`COLUMNS` plus ``method``, ``images``,
+        ``pointing_images`` and ``randomization_cascade`` (mean correlation per stage).
+        ``pointing_game`` is ``None`` when no image has a mask.
+
+    Raises:
+        ValueError: an unknown method, or no batches.
+    """
+    from tqdm.auto import tqdm
+
+    from .evaluate import pointing_game
+
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
+    if not methods:
+        raise ValueError("name at least one method to compare")
+    collected: dict[str, dict[str, list[Tensor]]] = {
+        m: {k: [] for k in ("deletion", "insertion", "original", "explained", "random", "hits")}
+        for m in methods
+    }
+    seconds = dict.fromkeys(methods, 0.0)
+    images_seen = 0
+    warmed_up = False
+    for batch in tqdm(batches, desc="compare", unit="batch", disable=not progress):
+        images = batch[0]
+        masks = batch[2] if len(batch) > 2 else None
+        device = images.device
+        with torch.no_grad():
+            logits = model(images)
+        classes = logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] >= 0).long()
+        if not warmed_up:  # first-call costs (allocator, kernels) stay out of the timings
+            with torch.no_grad():
+                CAMEngine(model, target_layer).explain(images[:1], classes[:1])
+            warmed_up = True
+        images_seen += images.shape[0]
+        for method in methods:
+            cam_method = _method(method, chunk_size)
+            engine = CAMEngine(model, target_layer, method=cam_method)
+            _synchronize(device)
+            start = time.perf_counter()
+            with torch.no_grad():
+                heatmaps = next(iter(engine.explain(images, classes).heatmaps.values()))
+            _synchronize(device)
+            seconds[method] += time.perf_counter() - start
+            store = collected[method]
+            store["deletion"].append(auc(deletion_curve(
+                model, images, heatmaps, classes, steps=steps, chunk_size=chunk_size)))
+            store["insertion"].append(auc(insertion_curve(
+                model, images, heatmaps, classes, steps=steps, chunk_size=chunk_size)))
+            original, explained = confidence_scores(model, images, heatmaps, classes, chunk_size=chunk_size)
+            store["original"].append(original)
+            store["explained"].append(explained)
+            store["random"].append(model_randomization(
+                model, images, cam_explainer(target_layer, cam_method), classes, cascade=cascade
+            ).correlations)
+            if masks is not None:
+                masks = masks.to(device)
+                has_mask = masks.flatten(1).any(1)
+                hits = pointing_game(heatmaps, masks, tolerance_px, reference_size=224)
+                store["hits"].append(hits[has_mask])
+    if images_seen == 0:
+        raise ValueError("the dataset yielded no images to compare on")
+
+    rows = []
+    for method in methods:
+        store = {k: torch.cat(v) if v else None for k, v in collected[method].items()}
+        random = store["random"]
+        hits = store["hits"]
+        # The one host copy of the results.
+        row: dict[str, object] = {
+            "method": method,
+            "images": images_seen,
+            "deletion_auc": store["deletion"].mean().item(),
+            "insertion_auc": store["insertion"].mean().item(),
+            "average_drop": average_drop(store["original"], store["explained"]).item(),
+            "increase_in_confidence": increase_in_confidence(store["original"], store["explained"]).item(),
+            "randomization_corr": random[:, -1].mean().item(),
+            "randomization_cascade": dict(zip(cascade, random.mean(0).tolist(), strict=True)),
+            "pointing_game": 100 * hits.float().mean().item() if hits is not None and hits.numel() else None,
+            "pointing_images": int(hits.numel()) if hits is not None else 0,
+            "seconds_per_image": seconds[method] / images_seen,
+        }
+        rows.append(row)
+    return rows
+
+
+def format_markdown(rows: Sequence[dict[str, object]]) -> str:
+    """The table as GitHub markdown (an empty cell where a metric does not apply)."""
+    header = ["method", *(title for _, title, _ in COLUMNS)]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(["---"] + ["---:"] * len(COLUMNS)) + "|"]
+    for row in rows:
+        cells = [str(row["method"])]
+        for key, _, fmt in COLUMNS:
+            value = row.get(key)
+            cells.append("" if value is None else fmt.format(value))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_results(
+    rows: Sequence[dict[str, object]], output: str | Path, settings: dict[str, object]
+) -> dict[str, Path]:
+    """Writes ``compare.json`` (rows + settings), ``compare.csv`` and ``compare.md``."""
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    paths = {"json": output / "compare.json", "csv": output / "compare.csv", "md": output / "compare.md"}
+    paths["json"].write_text(json.dumps({"settings": settings, "rows": list(rows)}, indent=2))
+    keys = ["method", *(k for k, _, _ in COLUMNS), "images", "pointing_images"]
+    with open(paths["csv"], "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=keys, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if row.get(k) is None else row[k] for k in keys})
+    paths["md"].write_text(format_markdown(rows) + "\n")
+    return paths
+
+
+# -- command line ------------------------------------------------------------------------
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``python -m gradcam_kit compare``."""
+    parser.add_argument("--data", type=Path, required=True,
+                        help="ImageFolder (<root>/<class>/*.png, masks beside as *_mask.png), "
+                             "a dataset root with split folders, or a CSV")
+    parser.add_argument("--split", help="split folder of --data (e.g. test); default: --data itself, "
+                                        "or 'test' when --data holds one")
+    parser.add_argument("--checkpoint", type=Path, help="checkpoint of ResNet50FineTuned")
+    parser.add_argument("--weights", default="imagenet", choices=["imagenet", "none"],
+                        help="without --checkpoint: ImageNet backbone (local cache) or random weights")
+    parser.add_argument("--num-classes", type=int, default=2, help="without --checkpoint: head size")
+    parser.add_argument("--methods", nargs="+", default=None,
+                        help=f"methods to compare (default: {' '.join(DEFAULT_METHODS)}, "
+                             "those available)")
+    parser.add_argument("--target-layer", help="layer to explain (default: the model's own)")
+    parser.add_argument("--size", type=int, help="input size (default: the checkpoint's, else 224)")
+    parser.add_argument("--max-images", type=int, help="compare on at most N images (seeded pick)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of --max-images")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
+    parser.add_argument("--steps", type=int, default=50, help="deletion/insertion steps")
+    parser.add_argument("--chunk-size", type=int, default=64, help="perturbed images per forward")
+    parser.add_argument("--cascade", default="fc,layer4",
+                        help="stages re-initialised for the randomisation check, in order")
+    parser.add_argument("--output", type=Path, default=Path("outputs/compare"), help="output folder")
+    parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``compare``; returns the exit status."""
+    from torch.utils.data import DataLoader, Subset
+
+    from .architecture import build_model, default_target_layer
+    from .data import ImageDataset
+    from .figures import _input_size
+    from .preprocess import build_transform
+
+    for flag, value in (("--batch-size", args.batch_size), ("--steps", args.steps),
+                        ("--chunk-size", args.chunk_size), ("--max-images", args.max_images)):
+        if value is not None and value < 1:
+            raise SystemExit(f"compare: {flag} must be at least 1, got {value}")
+    requested = args.methods or list(DEFAULT_METHODS)
+    methods = available_methods(requested)
+    if args.methods and len(methods) != len(requested):
+        missing = sorted(set(requested) - set(methods))
+        raise SystemExit(f"compare: unknown method(s) {missing}; available: {sorted(METHODS)}")
+    cascade = [s.strip() for s in args.cascade.split(",") if s.strip()]
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    split = args.split
+    if split is None and (args.data / "test").is_dir():
+        split = "test"
+    try:
+        size = _input_size(args)
+        model, description = build_model(
+            checkpoint=args.checkpoint, model="finetuned", weights=args.weights,
+            num_classes=args.num_classes,
+        )
+        class_names = getattr(model, "class_names", None)
+        dataset = ImageDataset.from_source(
+            args.data, split, class_names=class_names, transform=build_transform(size),
+            mask_size=(size, size),
+        )
+    except (ValueError, FileNotFoundError, RuntimeError) as err:
+        raise SystemExit(f"compare: {err}") from None
+    if args.max_images is not None and args.max_images < len(dataset):
+        pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
+        dataset = Subset(dataset, sorted(pick[: args.max_images].tolist()))
+    model = model.to(device).eval()
+    target_layer = args.target_layer or default_target_layer(model)
+    loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
+    batches = ([t.to(device) for t in batch] for batch in loader)
+    print(f"model: {description}; {len(dataset)} images at {size}x{size} on {device}; "
+          f"target layer {target_layer}; methods: {' '.join(methods)}")
+    try:
+        rows = compare_methods(
+            model, batches, methods, target_layer=target_layer, steps=args.steps,
+            chunk_size=args.chunk_size, cascade=cascade, progress=not args.quiet,
+        )
+    except ValueError as err:
+        raise SystemExit(f"compare: {err}") from None
+    settings = {
+        "model": description, "data": str(args.data), "split": split, "images": len(dataset),
+        "input_size": size, "target_layer": target_layer, "steps": args.steps,
+        "cascade": cascade, "device": str(device), "torch": str(torch.__version__),
+        "deletion_substrate": "zero", "insertion_substrate": "blur",
+    }
+    print(format_markdown(rows))
+    paths = write_results(rows, args.output, settings)
+    print(f"saved: {paths['json']}, {paths['csv']}, {paths['md']}")
+    return 0
