@@ -93,11 +93,28 @@ class ResNet50FineTuned(ResNet):
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, **kwargs: object) -> ResNet50FineTuned:
-        """Builds the model with the head size stored in a checkpoint this project wrote."""
+        """Builds the model with the head size stored in a checkpoint.
+
+        The size comes from the checkpoint's ``num_classes`` entry (written by
+        :func:`gradcam_kit.checkpoint.save_checkpoint`), else from the shape of its
+        ``fc.weight`` (also under a ``module.`` prefix). Other keyword arguments go to the
+        constructor.
+
+        Raises:
+            FileNotFoundError: no file at ``path``.
+            ValueError: the file is unreadable, holds no state_dict, or does not fit.
+        """
         loaded = load_checkpoint(path)
-        num_classes = loaded.get("num_classes")
+        num_classes = kwargs.pop("num_classes", None) or loaded.get("num_classes")
         if num_classes is None:
-            num_classes = extract_state_dict(loaded, source=str(path))["fc.weight"].shape[0]
+            state_dict = extract_state_dict(loaded, source=str(path))
+            heads = [v for k, v in state_dict.items() if k == "fc.weight" or k.endswith(".fc.weight")]
+            if not heads:
+                raise ValueError(
+                    f"checkpoint {path} holds no fc.weight to read the number of classes from; "
+                    "pass num_classes=... or load it with ResNet50FineTuned(num_classes, weights=path)"
+                )
+            num_classes = heads[0].shape[0]
         kwargs.setdefault("target_layer", loaded.get("target_layer", DEFAULT_TARGET_LAYER))
         return cls(int(num_classes), weights=path, **kwargs)
 
@@ -214,6 +231,11 @@ class ResNet50FineTuned(ResNet):
             ``(colored_heatmap, overlaid_image)``: uint8 **RGB** ``(H, W, 3)`` numpy arrays at
             the original image's size. For a batch of B > 1, two lists of B such arrays.
             ``None`` (with a warning) when Grad-CAM is disabled, as in the original API.
+
+        Raises:
+            TypeError: ``input_image`` is not a tensor.
+            ValueError: a bad shape, class index, ``alpha`` or original image (e.g. a float
+                image outside [0, 1], or a list whose length differs from the batch).
         """
         if not self.gradcam_enabled:
             warnings.warn(
@@ -222,6 +244,12 @@ class ResNet50FineTuned(ResNet):
                 stacklevel=2,
             )
             return None
+        if not isinstance(input_image, Tensor):
+            raise TypeError(
+                f"input_image must be the model input, a (3, H, W) or (B, 3, H, W) tensor, got "
+                f"{type(input_image).__name__}; make one with preprocess(image) and pass the "
+                "image itself as original_image"
+            )
         batch = input_image.unsqueeze(0) if input_image.ndim == 3 else input_image
         if batch.ndim != 4:
             raise ValueError(f"expected a (3, H, W) or (B, 3, H, W) input, got {tuple(input_image.shape)}")

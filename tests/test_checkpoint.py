@@ -52,12 +52,18 @@ def test_checkpoint_round_trip_across_gradcam_modes(tmp_path, trained_state, sav
     assert_loaded(plain, trained_state)
 
 
-def test_from_checkpoint_reads_the_head_size_from_the_weights(tmp_path, trained_state):
+@pytest.mark.parametrize("prefix", ["", "module."])
+def test_from_checkpoint_reads_the_head_size_from_the_weights(tmp_path, trained_state, prefix):
     three = {**trained_state, "fc.weight": torch.zeros(3, 2048), "fc.bias": torch.zeros(3)}
-    torch.save(three, tmp_path / "three.pth")
+    torch.save({"model": {prefix + k: v for k, v in three.items()}}, tmp_path / "three.pth")
     model = ResNet50FineTuned.from_checkpoint(tmp_path / "three.pth")
     assert model.fc.out_features == 3
+    assert_loaded(model, three)
     assert not model.layer1[0].conv1.weight.requires_grad  # freeze_features default holds
+    same = ResNet50FineTuned.from_checkpoint(tmp_path / "three.pth", num_classes=3)
+    assert same.fc.out_features == 3
+    with pytest.raises(ValueError, match=r"three\.pth.*pass num_classes=3"):
+        ResNet50FineTuned.from_checkpoint(tmp_path / "three.pth", num_classes=2)
 
 
 @pytest.mark.parametrize(

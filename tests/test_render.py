@@ -112,6 +112,13 @@ def test_invalid_float_original_is_rejected(shared_model, images):
         shared_model.get_gradcam_overlay(images, [np.zeros((H, W), np.uint8)])
 
 
+def test_gradcam_overlay_needs_the_model_input(shared_model, original):
+    with pytest.raises(TypeError, match=r"make one with preprocess\(image\)"):
+        shared_model.get_gradcam_overlay(original)
+    with pytest.raises(ValueError, match=r"expected a \(3, H, W\) or \(B, 3, H, W\) input"):
+        shared_model.get_gradcam_overlay(torch.zeros(SIZE, SIZE))
+
+
 def test_gradcam_overlay_batch_returns_lists(shared_model, images, original):
     colored, overlaid = shared_model.get_gradcam_overlay(images, [original, original[:50]])
     assert isinstance(colored, list) and isinstance(overlaid, list)
