@@ -145,6 +145,10 @@ def write_report(
     counts_html = "".join(
         f"<tr><td>{html.escape(n)}</td><td>{c}</td></tr>" for n, c in zip(names, predicted_counts)
     )
+    counts_html = (
+        "<table><thead><tr><th>predicted class</th><th>images</th></tr></thead>"
+        f"<tbody>{counts_html}</tbody></table>"
+    )
     matrix_html = ""
     if labelled:
         peak = max(max(r) for r in matrix) or 1
@@ -160,8 +164,11 @@ def write_report(
         matrix_html = (
             '<table class="cm"><caption>confusion matrix</caption><thead><tr>'
             f'<th class="corner">true &darr; / predicted &rarr;</th>{head}</tr></thead>'
-            f"<tbody>{body}</tbody></table>"
+            f"<tbody>{body}</tbody><tfoot><tr><th>all images</th>"
+            + "".join(f"<td>{c}</td>" for c in predicted_counts)
+            + "</tr></tfoot></table>"
         )
+        counts_html = ""  # the matrix's last row holds the predicted counts
     skipped_html = ""
     if skipped:
         items = "".join(
@@ -233,6 +240,7 @@ table{border-collapse:collapse}
 td,th{border:1px solid #d8dce4;padding:4px 10px;text-align:center}
 table.list td{text-align:left}
 .cm th.corner{font-weight:normal;font-size:11px;color:#5b6475}
+.cm tfoot th,.cm tfoot td{color:#5b6475;font-weight:normal}
 .controls{display:flex;gap:12px;flex-wrap:wrap;align-items:center;margin-bottom:10px}
 .controls select,.controls button{font:inherit;padding:3px 8px}
 #cards{display:grid;grid-template-columns:repeat(auto-fill,minmax(330px,1fr));gap:12px}
@@ -372,7 +380,7 @@ _TEMPLATE = """<!DOCTYPE html>
 </header>
 <main>
 <section><h2>Summary</h2><div class="row"><div class="stats">{summary}</div>
-<table><thead><tr><th>predicted class</th><th>images</th></tr></thead><tbody>{counts}</tbody></table>
+{counts}
 {matrix}
 </div></section>
 <section><h2>Images</h2>
