@@ -272,7 +272,7 @@ def run(args: argparse.Namespace) -> int:
 
     from .architecture import build_model, default_target_layer
     from .data import ImageDataset
-    from .figures import _input_size
+    from .figures import _preprocessing
     from .preprocess import build_transform
 
     for flag, value in (("--batch-size", args.batch_size), ("--steps", args.steps),
@@ -290,14 +290,14 @@ def run(args: argparse.Namespace) -> int:
     if split is None and (args.data / "test").is_dir():
         split = "test"
     try:
-        size = _input_size(args)
+        size, normalization = _preprocessing(args)
         model, description = build_model(
             checkpoint=args.checkpoint, model="finetuned", weights=args.weights,
             num_classes=args.num_classes,
         )
         class_names = getattr(model, "class_names", None)
         dataset = ImageDataset.from_source(
-            args.data, split, class_names=class_names, transform=build_transform(size),
+            args.data, split, class_names=class_names, transform=build_transform(size, **normalization),
             mask_size=(size, size),
         )
     except (ValueError, FileNotFoundError, RuntimeError) as err:

@@ -365,20 +365,32 @@ def _select(count: int, args: argparse.Namespace) -> list[int]:
     return list(range(min(args.num_images or count, count)))
 
 
-def _input_size(args: argparse.Namespace) -> int:
-    if args.size is not None:
-        if args.size < 32:
-            raise ValueError(f"--size must be at least 32 (ResNet downsamples 32x), got {args.size}")
-        return args.size
+def _preprocessing(args: argparse.Namespace) -> tuple[int, dict[str, list[float]]]:
+    """Input size and normalisation: the flags, else the checkpoint's metadata, else ImageNet's.
+
+    Returns ``(size, {"mean": ..., "std": ...})`` (the dict empty for the defaults), ready
+    for :func:`gradcam_kit.preprocess.build_transform`.
+    """
+    stored: dict = {}
     if args.checkpoint is not None:
         from .checkpoint import load_checkpoint
 
-        stored = load_checkpoint(args.checkpoint).get("input_size")
-        if isinstance(stored, int):
-            return stored
-        if isinstance(stored, (list, tuple)) and stored:
-            return int(stored[-1])
-    return 224
+        stored = load_checkpoint(args.checkpoint)
+    if args.size is not None:
+        if args.size < 32:
+            raise ValueError(f"--size must be at least 32 (ResNet downsamples 32x), got {args.size}")
+        size = args.size
+    else:
+        size = stored.get("input_size", 224)
+        if isinstance(size, (list, tuple)):
+            size = int(size[-1]) if size else 224
+        size = int(size)
+    normalization = {
+        key: [float(v) for v in stored[key]]
+        for key in ("mean", "std")
+        if isinstance(stored.get(key), (list, tuple)) and len(stored[key]) == 3
+    }
+    return size, normalization
 
 
 def run(args: argparse.Namespace) -> int:
@@ -397,7 +409,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         inputs = collect_inputs(args.image if args.image is not None else args.folder)
         chosen = [inputs.items[i] for i in _select(len(inputs.items), args)]
-        size = _input_size(args)
+        size, normalization = _preprocessing(args)
         num_classes = args.num_classes or (1000 if args.weights == "imagenet" else 2)
         model, description = build_model(
             checkpoint=args.checkpoint, model="finetuned", weights=args.weights,
@@ -409,7 +421,7 @@ def run(args: argparse.Namespace) -> int:
     class_names = getattr(model, "class_names", None) or (
         inputs.class_names if len(inputs.class_names) == model.fc.out_features else None
     )
-    transform = build_transform(size)
+    transform = build_transform(size, **normalization)
     print(f"model: {description}; {len(chosen)} image(s) at {size}x{size} on {device}")
     written = []
     for start in tqdm(range(0, len(chosen), args.batch_size), desc="figures", unit="batch"):

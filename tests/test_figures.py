@@ -178,3 +178,26 @@ def test_command_selection_errors(tmp_path):
         run(_args("--image", str(data / "normal" / "img_0.png"), "--random", "2", "--weights", "none"))
     with pytest.raises(SystemExit, match="at least 1"):
         run(_args("--folder", str(data), "--random", "0", "--weights", "none", "--size", "64"))
+
+
+def test_checkpoint_metadata_sets_size_normalisation_and_class_names(tmp_path, capsys):
+    from gradcam_kit.checkpoint import save_checkpoint
+    from gradcam_kit.figures import _preprocessing
+
+    path = save_checkpoint(tmp_path / "m.pt", ResNet50FineTuned(2, weights=None), num_classes=2,
+                           class_names=["normal", "lesion"], input_size=[SIZE, SIZE],
+                           mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    args = _args("--image", "x.png", "--checkpoint", str(path))
+    assert _preprocessing(args) == (SIZE, {"mean": [0.5] * 3, "std": [0.25] * 3})
+    args = _args("--image", "x.png", "--checkpoint", str(path), "--size", "96")
+    assert _preprocessing(args)[0] == 96
+    with pytest.raises(ValueError, match="at least 32"):
+        _preprocessing(_args("--image", "x.png", "--size", "8"))
+
+    data = _write_folder(tmp_path / "data", count=1)
+    out = tmp_path / "out"
+    assert run(_args("--image", str(data / "normal" / "img_0.png"), "--checkpoint", str(path),
+                     "--output", str(out), "--device", "cpu")) == 0
+    assert f"1 image(s) at {SIZE}x{SIZE}" in capsys.readouterr().out
+    assert (out / "image_1" / "attention_maps_img_0.png").is_file()
+    assert (out / "image_1" / "overlays_img_0.png").is_file()
