@@ -120,7 +120,11 @@ def test_imagefolder_run_writes_everything(split, checkpoint, tmp_path):
             assert png.mode == "RGB"
             assert png.size == geometry.canvas_size[::-1]
     with Image.open(out / "contact_sheet.png") as sheet:
-        assert sheet.width > 0 and sheet.height > 0
+        assert sheet.size == (3 * 168, 2 * 186)  # 5 tiles of 160 px (+ frame, caption): 3 x 2
+        sheet_pixels = np.array(sheet.convert("RGB"))
+    # Tile 0 is a lesion image: its frame is green when predicted right, red when wrong.
+    frame = tuple(sheet_pixels[3, 80])
+    assert frame == ((120, 220, 120) if rows[0]["correct"] == "1" else (255, 110, 110))
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "confusion matrix" in page and rows[0]["overlay"] in page
     assert read_rows(out / "skipped.csv") == []
@@ -171,9 +175,11 @@ def test_compose_canvases_layout_and_hot_is_red():
 def test_single_image_has_no_label(checkpoint, tmp_path, reuse_model):
     (image,) = make_images(tmp_path / "in", 1)
     out = tmp_path / "out"
-    explain(image, "--checkpoint", checkpoint, "--output", out)
+    explain(image, "--checkpoint", checkpoint, "--output", out, "--display-size", "96")
     (row,) = read_rows(out / "predictions.csv")
     assert row["label"] == "" and row["correct"] == "" and row["path"] == str(image)
+    with Image.open(out / row["overlay"]) as png:
+        assert png.size == Geometry.for_size((96, 96)).canvas_size[::-1]
     assert "accuracy" not in (out / "report.html").read_text(encoding="utf-8")
 
 
