@@ -174,7 +174,8 @@ def _match_labels(inputs: Inputs, info: ModelInfo, source: Path) -> list[InputIt
                     f"the model ({info.source}) has {num_classes} classes {info.class_names} but "
                     f"the data in {source} has {len(data_names)} classes {data_names}; "
                     f"{unknown} are not among the model's classes. Point explain at data with "
-                    "the checkpoint's classes (folder names / CSV labels must be class names)"
+                    "the checkpoint's classes (folder names / CSV labels must be class names), "
+                    "or pass --layout folder to explain the images without labels"
                 )
             lookup = {n: info.class_names.index(n) for n in data_names}
             return [
@@ -185,7 +186,8 @@ def _match_labels(inputs: Inputs, info: ModelInfo, source: Path) -> list[InputIt
             raise ValueError(
                 f"the model ({info.source}) has {num_classes} classes but the data in {source} "
                 f"has {len(data_names)} classes {data_names}; use a checkpoint trained on these "
-                "classes, or data with the checkpoint's classes"
+                "classes, or data with the checkpoint's classes, or pass --layout folder to "
+                "explain the images without labels"
             )
         return items
     labels = [i.label for i in items if i.label is not None]
@@ -349,7 +351,10 @@ def _gradcam_kwargs(num_outputs: int, class_idx: int | None, method: str) -> dic
 def _font(size: int):
     from PIL import ImageFont
 
-    return ImageFont.load_default(size=size)
+    try:
+        return ImageFont.load_default(size=size)  # scalable (FreeType), Pillow >= 10.1
+    except TypeError:  # older Pillow: the fixed-size bitmap font
+        return ImageFont.load_default()
 
 
 def _fit(text: str, font, width: int) -> str:
@@ -367,7 +372,7 @@ def _write_canvas(canvas: np.ndarray, path: Path, titles: Sequence[tuple[str, tu
     image = Image.fromarray(canvas)
     draw = ImageDraw.Draw(image)
     font = _font(max(8, geometry.strip - 6))
-    top = (geometry.strip - font.size) // 2 - 1
+    top = (geometry.strip - getattr(font, "size", 11)) // 2 - 1
     for panel, (text, colour) in enumerate(titles):
         draw.text(
             (geometry.panel_left(panel) + 3, top), _fit(text, font, geometry.width - 6), fill=colour, font=font
