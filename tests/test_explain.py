@@ -208,7 +208,8 @@ def test_unreadable_and_non_image_files_are_skipped_and_reported(checkpoint, tmp
     )
     (folder / "deep" / "er" / "img_000_mask.png").write_bytes(b"masks are not inputs")
     out = tmp_path / "out"
-    assert explain(folder, "--checkpoint", checkpoint, "--output", out) == 0
+    # Two decode workers: the failures happen in worker processes and must come back.
+    assert explain(folder, "--checkpoint", checkpoint, "--output", out, "--num-workers", "2") == 0
     rows = read_rows(out / "predictions.csv")
     assert sorted(Path(r["path"]).name for r in rows) == ["img_000.png", "img_001.png"]
     reasons = {Path(r["path"]).name: r["reason"] for r in read_rows(out / "skipped.csv")}
