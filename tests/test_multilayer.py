@@ -131,3 +131,18 @@ def test_bad_layer_and_method_are_rejected(shared_model, images):
         shared_model(images, return_gradcam=True, gradcam_layers=["layer1", "layr3"])
     with pytest.raises(ValueError, match="unknown CAM method"):
         shared_model(images, return_gradcam=True, gradcam_method="gradcam+++")
+
+
+def test_scorecam_through_the_integrated_model(shared_model, make_images):
+    from gradcam_kit.scorecam import score_cam
+
+    x = make_images(1, 32, 32)
+    layer = "layer1.0.conv1"  # 64 channels: 64 masked forwards
+    with torch.no_grad():
+        logits, heatmaps = shared_model(
+            x, return_gradcam=True, gradcam_method="scorecam", gradcam_layers=[layer]
+        )
+    expected = score_cam(shared_model, x, layer)
+    torch.testing.assert_close(heatmaps[layer], expected.heatmaps[layer])
+    torch.testing.assert_close(logits, expected.logits)
+    assert heatmaps[layer].shape == (1, 32, 32)
