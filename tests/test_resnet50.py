@@ -7,6 +7,7 @@ import inspect
 import math
 import threading
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -545,3 +546,20 @@ def test_parity_with_pytorch_grad_cam(shared_model, images, class_idx):
     with GradCAM(model=reference_model, target_layers=[reference_model.layer4[-1].conv3]) as cam:
         reference = cam(input_tensor=images, targets=[ClassifierOutputTarget(c) for c in classes])
     torch.testing.assert_close(heatmap, torch.from_numpy(reference), rtol=0, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_heatmap_stays_on_the_device_and_fp16_autocast(shared_model, images):
+    model = copy.deepcopy(shared_model).cuda()
+    x = images.cuda()
+    with torch.no_grad():
+        _, reference = shared_model(images, return_gradcam=True)
+        logits, heatmap = model(x, return_gradcam=True)
+        with torch.autocast("cuda", dtype=torch.float16):
+            _, half = model(x.contiguous(memory_format=torch.channels_last), return_gradcam=True)
+    assert logits.device == heatmap.device == x.device
+    assert heatmap.dtype == half.dtype == torch.float32
+    torch.testing.assert_close(heatmap.cpu(), reference, rtol=0, atol=1e-3)
+    torch.testing.assert_close(half.cpu(), reference, rtol=0, atol=0.1)
+    colored, overlaid = model.get_gradcam_overlay(x[:1], np.zeros((40, 50), np.uint8))
+    assert colored.shape == overlaid.shape == (40, 50, 3)
