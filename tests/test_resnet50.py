@@ -181,9 +181,9 @@ def test_class_idx_none_int_sequence_tensor(shared_model, images):
         ({0: 1}, r"class index must be an int"),
     ],
 )
-def test_bad_class_idx_raises_value_error(shared_model, images, class_idx, message):
+def test_bad_class_idx_raises_value_error(shared_model, make_images, class_idx, message):
     with pytest.raises(ValueError, match=message):
-        shared_model(images, return_gradcam=True, gradcam_class_idx=class_idx)
+        shared_model(make_images(2, 32, 32), return_gradcam=True, gradcam_class_idx=class_idx)
 
 
 # -- the modes it must work in ----------------------------------------------------------
