@@ -15,9 +15,11 @@ from .methods import (
     GradCAMPlusPlus,
     HiResCAM,
     LayerCAM,
+    ScoreCAM,
     XGradCAM,
     get_method,
 )
+from .models import GradCAMExplainer, default_target_layer, explain
 
 __version__ = "0.1.0"
 
@@ -27,11 +29,15 @@ __all__ = [
     "CAMMethod",
     "ClassActivationMap",
     "GradCAM",
+    "GradCAMExplainer",
     "GradCAMPlusPlus",
     "HiResCAM",
     "LayerCAM",
     "METHODS",
+    "ScoreCAM",
     "XGradCAM",
+    "default_target_layer",
+    "explain",
     "get_method",
     "min_max_normalize",
     "resolve_class_idx",
