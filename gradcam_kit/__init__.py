@@ -19,7 +19,9 @@ from .methods import (
     XGradCAM,
     get_method,
 )
-from .models import GradCAMExplainer, default_target_layer, explain
+
+# gradcam_kit.models.explain() is not re-exported: gradcam_kit.explain is the CLI command module.
+from .models import GradCAMExplainer, default_target_layer
 
 __version__ = "0.1.0"
 
@@ -37,7 +39,6 @@ __all__ = [
     "ScoreCAM",
     "XGradCAM",
     "default_target_layer",
-    "explain",
     "get_method",
     "min_max_normalize",
     "resolve_class_idx",
