@@ -165,6 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # -- the model --------------------------------------------------------------------
     size, mean, std = args.size, IMAGENET_MEAN, IMAGENET_STD
     if args.checkpoint is None:
+        torch.manual_seed(0)  # the same random model, hence the same figures, every run
         model = ResNet50FineTuned(num_classes=2, weights=None, enable_gradcam=False)
         print(
             "No --checkpoint: the model has RANDOM weights (weights=None), so its predictions "

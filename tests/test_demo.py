@@ -53,6 +53,11 @@ def test_demo_synthetic_image_random_weights(tmp_path, capsys):
     gray = np.repeat(np.asarray(original)[:, :, None], 3, 2).astype(np.float32)
     expected = np.round(0.5 * gray + 0.5 * np.asarray(Image.open(output / "gradcam_heatmap.png")))
     np.testing.assert_allclose(np.asarray(Image.open(output / "gradcam_overlay.png")), expected, atol=1)
+    # Seeded: a second run draws the same figures.
+    again = tmp_path / "again"
+    assert resnet50_demo.main(["--output", str(again), "--size", "64", "--device", "cpu"]) == 0
+    for name in ("synthetic_xray.png", "gradcam_heatmap.png", "gradcam_overlay.png"):
+        assert np.array_equal(np.asarray(Image.open(again / name)), np.asarray(Image.open(output / name)))
 
 
 def test_demo_with_image_checkpoint_and_class(tmp_path, capsys):
