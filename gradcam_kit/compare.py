@@ -45,6 +45,7 @@ from .faithfulness import (
     increase_in_confidence,
     insertion_curve,
     model_randomization,
+    randomization_cascade,
 )
 from .methods import METHODS, CAMMethod, get_method
 
@@ -54,6 +55,7 @@ __all__ = [
     "add_arguments",
     "available_methods",
     "compare_methods",
+    "default_cascade",
     "format_markdown",
     "run",
     "write_results",
@@ -86,6 +88,17 @@ def _method(name: str, chunk_size: int) -> CAMMethod:
     return get_method(name)
 
 
+def default_cascade(model: nn.Module, target_layer: str) -> list[str]:
+    """The top-level stages from the output down to the one holding ``target_layer``.
+
+    ``fc, layer4`` for ``layer4.2.conv3``; ``fc, layer4, layer3`` for ``layer3``: the
+    randomised stages then always include the target layer's own weights.
+    """
+    stages = randomization_cascade(model)
+    top = target_layer.split(".")[0]
+    return stages[: stages.index(top) + 1] if top in stages else stages
+
+
 def _synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -99,7 +112,7 @@ def compare_methods(
     target_layer: str,
     steps: int = 50,
     chunk_size: int = 64,
-    cascade: Sequence[str] = ("fc", "layer4"),
+    cascade: Sequence[str] | None = None,
     tolerance_px: float = 15.0,
     progress: bool = True,
 ) -> list[dict[str, object]]:
@@ -114,7 +127,8 @@ def compare_methods(
         steps: deletion/insertion steps.
         chunk_size: perturbed images per forward pass.
         cascade: stages re-initialised, in order, for the randomisation check; the row
-            reports the correlation after the last one (all of them randomised).
+            reports the correlation after the last one (all of them randomised). Default:
+            :func:`default_cascade`.
         tolerance_px: pointing-game tolerance at 224 px (TorchRay's 15 px), scaled to the
             input size.
         progress: show a progress bar over the batches.
@@ -136,6 +150,7 @@ def compare_methods(
         raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
     if not methods:
         raise ValueError("name at least one method to compare")
+    cascade = list(default_cascade(model, target_layer) if cascade is None else cascade)
     collected: dict[str, dict[str, list[Tensor]]] = {
         m: {k: [] for k in ("deletion", "insertion", "original", "explained", "random", "hits")}
         for m in methods
@@ -259,8 +274,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
     parser.add_argument("--steps", type=int, default=50, help="deletion/insertion steps")
     parser.add_argument("--chunk-size", type=int, default=64, help="perturbed images per forward")
-    parser.add_argument("--cascade", default="fc,layer4",
-                        help="stages re-initialised for the randomisation check, in order")
+    parser.add_argument("--cascade", default="auto",
+                        help="stages re-initialised for the randomisation check, in order, e.g. "
+                             "fc,layer4; auto: from fc down to the target layer's stage")
     parser.add_argument("--output", type=Path, default=Path("outputs/compare"), help="output folder")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -284,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
     if args.methods and len(methods) != len(requested):
         missing = sorted(set(requested) - set(methods))
         raise SystemExit(f"compare: unknown method(s) {missing}; available: {sorted(METHODS)}")
-    cascade = [s.strip() for s in args.cascade.split(",") if s.strip()]
+    cascade = None if args.cascade == "auto" else [s.strip() for s in args.cascade.split(",") if s.strip()]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     split = args.split
     if split is None and (args.data / "test").is_dir():
@@ -307,6 +323,8 @@ def run(args: argparse.Namespace) -> int:
         dataset = Subset(dataset, sorted(pick[: args.max_images].tolist()))
     model = model.to(device).eval()
     target_layer = args.target_layer or default_target_layer(model)
+    if cascade is None:
+        cascade = default_cascade(model, target_layer)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     batches = ([t.to(device) for t in batch] for batch in loader)
     print(f"model: {description}; {len(dataset)} images at {size}x{size} on {device}; "

@@ -132,5 +132,16 @@ def test_command_rejects_bad_options(tmp_path):
         run(_args("--data", str(tmp_path / "missing"), "--weights", "none", "--size", "64"))
 
 
+def test_default_cascade_reaches_the_target_layer_stage():
+    from torchvision.models import resnet18
+
+    from gradcam_kit.compare import default_cascade
+
+    model = resnet18(weights=None)
+    assert default_cascade(model, "layer4.1.conv2") == ["fc", "layer4"]
+    assert default_cascade(model, "layer3") == ["fc", "layer4", "layer3"]
+    assert default_cascade(TinyNet(), "layer4.2") == ["fc", "layer4"]
+
+
 def test_default_methods_list_the_whole_family():
     assert DEFAULT_METHODS == ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam")
