@@ -11,7 +11,7 @@ Runs offline: without ``--image`` it draws a synthetic chest-X-ray-like image, w
 ``--checkpoint`` it uses random weights (``weights=None``; the heatmaps then mean nothing).
 
     python resnet50_demo.py
-    python resnet50_demo.py --image xray.png --checkpoint outputs/train/best.pt --class-idx 1
+    python resnet50_demo.py --image xray.png --checkpoint runs/xray/best.pt --class-idx 1
 """
 
 from __future__ import annotations
