@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -137,7 +137,7 @@ class ResNet50FineTuned(ResNet):
         gradcam_method: str | CAMMethod | None = None,
         gradcam_layers: str | Sequence[str] | None = None,
         gradcam_raw: bool = False,
-        gradcam_score_fn=None,
+        gradcam_score_fn: Callable[[Tensor], Tensor] | None = None,
     ) -> Tensor | tuple[Tensor, Tensor | dict[str, Tensor]]:
         """Logits, and optionally a Grad-CAM heatmap from the same forward pass.
 
