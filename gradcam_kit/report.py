@@ -320,6 +320,25 @@ _JS = """
     box.appendChild(cap);
     return box;
   }
+  function readHash() {
+    // #filter=wrong&sort=prob-asc&page=2&size=96: a view that can be bookmarked or shared.
+    location.hash.replace(/^#/, "").split("&").forEach(function (pair) {
+      var kv = pair.split("="), key = decodeURIComponent(kv[0]), value = decodeURIComponent(kv[1] || "");
+      if (key === "filter" || key === "sort") { state[key] = value; }
+      if ((key === "page" || key === "size") && /^[0-9]+$/.test(value)) {
+        state[key] = key === "page" ? Math.max(0, Number(value) - 1) : Math.max(1, Number(value));
+      }
+    });
+    document.getElementById("filter").value = state.filter;
+    document.getElementById("sort").value = state.sort;
+    if (document.getElementById("filter").value !== state.filter) { state.filter = "all"; document.getElementById("filter").value = "all"; }
+    if (document.getElementById("sort").value !== state.sort) { state.sort = "index"; document.getElementById("sort").value = "index"; }
+  }
+  function writeHash() {
+    var hash = "#filter=" + encodeURIComponent(state.filter) + "&sort=" + state.sort +
+      "&page=" + (state.page + 1) + "&size=" + state.size;
+    try { history.replaceState(null, "", hash); } catch (err) { /* some file:// setups refuse */ }
+  }
   function render() {
     var list = selected(), pages = Math.max(1, Math.ceil(list.length / state.size));
     state.page = Math.min(state.page, pages - 1);
@@ -333,6 +352,7 @@ _JS = """
       " of " + list.length + " (page " + (state.page + 1) + " of " + pages + ")" : "no images match";
     document.getElementById("prev").disabled = state.page === 0;
     document.getElementById("next").disabled = state.page >= pages - 1;
+    writeHash();
   }
   function bind(id, key, reset) {
     document.getElementById(id).addEventListener("change", function (e) {
@@ -346,6 +366,7 @@ _JS = """
   bind("size", "size", true);
   document.getElementById("prev").addEventListener("click", function () { state.page -= 1; render(); });
   document.getElementById("next").addEventListener("click", function () { state.page += 1; render(); });
+  readHash();
   var sizes = document.getElementById("size");
   [24, 48, 96, 192].forEach(function (n) {
     var o = el("option", null, String(n));

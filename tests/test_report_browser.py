@@ -77,14 +77,14 @@ def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess:
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
-def browser_check(page: Path, tmp_path: Path, *, height: int = 5000) -> dict:
+def browser_check(page: Path, tmp_path: Path, *, height: int = 5000, fragment: str = "") -> dict:
     """Loads a copy of ``page`` with the check script; returns what the script saw."""
     probe = page.with_name("_browser_check.html")
     probe.write_text(page.read_text(encoding="utf-8").replace("</body>", CHECK + "</body>"), encoding="utf-8")
     try:
         done = chromium(
             "--run-all-compositor-stages-before-draw", "--virtual-time-budget=8000",
-            f"--window-size=1200,{height}", "--dump-dom", probe.as_uri(), profile=tmp_path / "profile",
+            f"--window-size=1200,{height}", "--dump-dom", probe.as_uri() + fragment, profile=tmp_path / "profile",
         )
     finally:
         probe.unlink()
@@ -123,6 +123,18 @@ def test_every_visible_image_loads_and_pages_turn(tmp_path):
     assert second["visible"] == second["loaded"] == 12 and second["missing"] == 0
 
 
+def test_filters_and_order_come_from_the_address(tmp_path):
+    output = tmp_path / "out"
+    rows = fake_results(output, 30)
+    page = write_report(output, rows, class_names=["normal", "lesion"], page_size=12)
+    wrong = [r["index"] for r in rows if r["label_idx"] != r["pred_idx"]]
+    first = browser_check(page, tmp_path, fragment="#filter=wrong&sort=index&page=1")["first"]
+    assert first["cards"] == wrong[:12] and first["visible"] == first["loaded"] == len(wrong[:12])
+    first = browser_check(page, tmp_path, fragment="#filter=all&sort=prob-desc&size=5")["first"]
+    by_confidence = sorted(rows, key=lambda r: -r["probability"])
+    assert [rows[i]["probability"] for i in first["cards"]] == [r["probability"] for r in by_confidence[:5]]
+
+
 def test_a_missing_overlay_is_caught(tmp_path):
     """The check can fail: a deleted PNG shows up as broken."""
     output = tmp_path / "out"
@@ -154,7 +166,8 @@ def test_explain_report_renders_and_screenshot(tmp_path):
     assert seen["visible"] == seen["loaded"] == 6 and seen["counted_broken"] == 0
 
     shot = tmp_path / "report.png"
-    done = chromium("--virtual-time-budget=5000", "--window-size=1200,900", f"--screenshot={shot}",
+    done = chromium("--run-all-compositor-stages-before-draw", "--virtual-time-budget=5000",
+                    "--window-size=1200,900", f"--screenshot={shot}",
                     page.as_uri(), profile=tmp_path / "profile")
     assert shot.is_file(), done.stderr[-2000:]
     with Image.open(shot) as image:
