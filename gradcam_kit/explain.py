@@ -531,17 +531,30 @@ def _write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
         writer.writerows(rows)
 
 
+def _contact_sheet_rows(rows: Sequence[dict], max_images: int) -> list[dict]:
+    ordered = sorted(rows, key=lambda r: r["index"])
+    if len(ordered) <= max_images:
+        return ordered
+    wrong = [r for r in ordered if r["correct"] != "" and not int(r["correct"])][:max_images]
+    rest = [r for r in ordered if r["correct"] == "" or int(r["correct"])]
+    room = max_images - len(wrong)
+    sample = [rest[round(i * (len(rest) - 1) / max(room - 1, 1))] for i in range(room)] if room else []
+    return wrong + sample
+
+
 def write_contact_sheet(
     rows: Sequence[dict], output: Path, geometry: Geometry, *, max_images: int = 64, tile: int = 160
 ) -> Path | None:
-    """A grid of the first ``max_images`` overlays (green frame: correct, red: wrong).
+    """A grid of up to ``max_images`` overlays (green frame: correct, red: wrong).
 
-    Reads the overlay panel back from each written PNG, so every rank's images can be
-    included after a distributed run.
+    With more images than that, the misclassified ones come first and the rest of the grid
+    is an evenly spaced sample of the others (so every class of a sorted ImageFolder shows
+    up), each part in input order. Reads the overlay panel back from each written PNG, so
+    every rank's images can be included after a distributed run.
     """
     from PIL import Image, ImageDraw
 
-    chosen = sorted(rows, key=lambda r: r["index"])[:max_images]
+    chosen = _contact_sheet_rows(rows, max_images)
     if not chosen:
         return None
     columns = min(8, math.ceil(math.sqrt(len(chosen))))

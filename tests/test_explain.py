@@ -361,3 +361,12 @@ def test_torchrun_shards_and_merges(split, tmp_path):
     assert len(list((multi / "overlays").glob("*.png"))) == 5
     assert (multi / "report.html").exists() and (multi / "contact_sheet.png").exists()
     assert done.stdout.count("explained 5 image(s)") == 1  # rank 0 alone reports
+
+
+def test_contact_sheet_shows_mistakes_first_then_a_spread():
+    from gradcam_kit.explain import _contact_sheet_rows
+
+    rows = [{"index": i, "correct": "0" if i in (40, 90) else "1"} for i in range(100)][::-1]
+    chosen = [r["index"] for r in _contact_sheet_rows(rows, 6)]
+    assert chosen == [40, 90, 0, 32, 66, 99]  # both mistakes, then both ends of the rest
+    assert [r["index"] for r in _contact_sheet_rows(rows[:3], 6)] == [97, 98, 99]
