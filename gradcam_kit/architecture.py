@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from .layers import canonical_layer_name
+
 __all__ = [
     "RESNET_BUILDERS",
     "ArchitectureReport",
@@ -138,7 +140,7 @@ def analyze(
             f"input size {height}x{width} is too small: ResNet downsamples 32x, so use at least 32x32"
         )
     stages = _stage_modules(model)
-    target = target_layer or default_target_layer(model)
+    target = canonical_layer_name(model, target_layer or default_target_layer(model))
     target_module = dict(model.named_modules()).get(target)
     if target_module is None:
         raise ValueError(f"target layer {target!r} is not in the model; see model.named_modules()")
@@ -148,11 +150,14 @@ def analyze(
         device = torch.device("cpu")
 
     infos: list[StageInfo] = []
-    target_shape: tuple[int, ...] | None = None
+    target_shapes: list[tuple[int, ...]] = []
     x = torch.zeros(1, 3, height, width, device=device)
     # One plain forward, stage by stage, in eval mode so BatchNorm statistics stay as they
-    # are; the flag is restored afterwards.
+    # are; the flag is restored afterwards. A temporary hook reads the target's shape.
     was_training = model.training
+    handle = target_module.register_forward_hook(
+        lambda _module, _inputs, output: target_shapes.append(tuple(output.shape[1:]))
+    )
     model.eval()
     try:
         with torch.no_grad():
@@ -160,15 +165,15 @@ def analyze(
                 if name == "fc":
                     x = torch.flatten(x, 1)
                 for module in modules:
-                    if name == "layer4" and target_module is not None:
-                        target_shape = _target_shape(module, x, target, model)
                     x = module(x)
                 total, trainable = (sum(v) for v in zip(*(_count(m) for m in modules), strict=True))
                 blocks = len(modules[0]) if name.startswith("layer") else 0
                 infos.append(StageInfo(name, tuple(x.shape[1:]), total, trainable, blocks))
     finally:
+        handle.remove()
         model.train(was_training)
     total, trainable = _count(model)
+    target_shape = target_shapes[0] if target_shapes else None
     return ArchitectureReport(
         model_name=model_name or type(model).__name__,
         input_shape=(3, height, width),
@@ -178,30 +183,6 @@ def analyze(
         target_layer=target,
         target_shape=target_shape,
     )
-
-
-def _target_shape(layer4: nn.Module, x: torch.Tensor, target: str, model: nn.Module) -> tuple[int, ...] | None:
-    """The target layer's output shape, by running ``layer4`` block by block."""
-    prefix = "layer4."
-    if not target.startswith(prefix):
-        return None
-    block_name, _, inner = target[len(prefix):].partition(".")
-    for name, block in layer4.named_children():
-        if name == block_name:
-            if not inner:
-                return tuple(block(x).shape[1:])
-            # Inside a bottleneck the convs run in sequence: conv1 -> conv2 -> conv3.
-            out = x
-            for conv, bn in (("conv1", "bn1"), ("conv2", "bn2"), ("conv3", "bn3")):
-                if not hasattr(block, conv):
-                    break
-                out = getattr(block, conv)(out)
-                if conv == inner:
-                    return tuple(out.shape[1:])
-                out = block.relu(getattr(block, bn)(out))
-            return None
-        x = block(x)
-    return None
 
 
 def _millions(count: int) -> str:
@@ -427,6 +408,9 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f"arch: {err}") from None
     print(format_report(report))
+    if args.checkpoint is not None and args.freeze_features is None:
+        print("(trainable/frozen as loaded: ResNet50FineTuned freezes the backbone by default; "
+              "pass --no-freeze-features to count it as trainable)")
     if args.visualize:
         print(f"diagram: {draw_architecture(report, args.output / 'resnet_architecture.png')}")
     if args.json:

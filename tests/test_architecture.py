@@ -59,6 +59,13 @@ def test_basic_block_resnet_targets_conv2_and_non_square_inputs():
     assert report.total_parameters == sum(p.numel() for p in resnet18(num_classes=3).parameters())
     assert report.target_layer == "layer4.1.conv2"
     assert report.stages[4].output_shape == (512, 2, 3)
+    # Any target layer, in either spelling; its output shape is reported.
+    report = analyze(resnet18(weights=None), 64, target_layer="layer3[-1]")
+    assert report.target_layer == "layer3.1" and report.target_shape == (256, 4, 4)
+    report = analyze(resnet18(weights=None), 64, target_layer="layer2")
+    assert report.target_shape == (128, 8, 8)
+    with pytest.raises(ValueError, match="not in the model"):
+        analyze(resnet18(weights=None), 64, target_layer="layer9")
 
 
 def test_bad_inputs_are_rejected():
