@@ -56,7 +56,7 @@ from .inputs import (
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .render import overlay, parse_colormap
 
-__all__ = ["add_arguments", "run", "compose_canvases", "Geometry"]
+__all__ = ["Geometry", "add_arguments", "compose_canvases", "run", "write_contact_sheet"]
 
 RESULT_NAMES = ("predictions.csv", "skipped.csv", "report.html", "contact_sheet.png", "overlays")
 BACKGROUND = (29, 35, 48)
