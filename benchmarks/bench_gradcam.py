@@ -68,6 +68,7 @@ class Setup:
     size: int
     compile_mode: str | None = None
     scorecam_chunk: int = 32
+    compile_backend: str = "inductor"
     #: hand out the model itself instead of copies (a process that builds one contender)
     share_model: bool = False
 
@@ -90,7 +91,13 @@ def _import_project() -> None:
 
 
 def build_setup(
-    device: str, size: int, seed: int, *, compile_mode: str | None = None, scorecam_chunk: int = 32
+    device: str,
+    size: int,
+    seed: int,
+    *,
+    compile_mode: str | None = None,
+    compile_backend: str = "inductor",
+    scorecam_chunk: int = 32,
 ) -> Setup:
     """Builds the seeded model all contenders share (each takes its own copy)."""
     import torch
@@ -103,7 +110,9 @@ def build_setup(
         num_classes=2, weights=None, freeze_features=False, target_layer=TARGET_LAYER
     )
     model = model.eval().to(device)
-    return Setup(model, torch.device(device), size, compile_mode, scorecam_chunk)
+    return Setup(
+        model, torch.device(device), size, compile_mode, scorecam_chunk, compile_backend
+    )
 
 
 def make_input(batch_size: int, size: int, device: Any, seed: int) -> Any:
@@ -177,7 +186,7 @@ def _ours_scorecam(setup: Setup) -> Run:
 def _compiled_plain(setup: Setup) -> Run:
     import torch
 
-    model = torch.compile(setup.copy(), mode=setup.compile_mode)
+    model = torch.compile(setup.copy(), mode=setup.compile_mode, backend=setup.compile_backend)
 
     def run(x):
         with torch.no_grad():
@@ -190,7 +199,9 @@ def _compiled_ours(setup: Setup) -> Run:
     import torch
 
     # The wrapper itself compiled: its plain path compiles; explain() runs eagerly by design.
-    model = torch.compile(setup.copy(gradcam=True), mode=setup.compile_mode)
+    model = torch.compile(
+        setup.copy(gradcam=True), mode=setup.compile_mode, backend=setup.compile_backend
+    )
 
     def run(x):
         with torch.no_grad():
@@ -203,7 +214,10 @@ def _compiled_stages_ours(setup: Setup) -> Run:
     import torch
 
     model = setup.copy(gradcam=True)
-    compile_stages(model, [model.get_submodule(TARGET_LAYER)], mode=setup.compile_mode)
+    compile_stages(
+        model, [model.get_submodule(TARGET_LAYER)],
+        mode=setup.compile_mode, backend=setup.compile_backend,
+    )
 
     def run(x):
         with torch.no_grad():
@@ -590,8 +604,10 @@ def memory_worker(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    setup = build_setup("cpu", args.size, args.seed, compile_mode=args.compile_mode,
-                        scorecam_chunk=args.scorecam_chunk)
+    setup = build_setup(
+        "cpu", args.size, args.seed, compile_mode=args.compile_mode,
+        compile_backend=args.compile_backend, scorecam_chunk=args.scorecam_chunk,
+    )
     setup.share_model = True  # one model in this process, as in the caller's own code
     x = make_input(args.batch_size, args.size, setup.device, args.seed)
     contender = BY_NAME[args.memory_worker]
@@ -635,6 +651,7 @@ def cpu_peak_memory_mb(name: str, batch_size: int, args: argparse.Namespace) -> 
         command += ["--threads", str(args.threads)]
     if args.compile_mode:
         command += ["--compile-mode", args.compile_mode]
+    command += ["--compile-backend", args.compile_backend]
     completed = subprocess.run(command, capture_output=True, text=True, check=False)
     lines = [line for line in completed.stdout.splitlines() if line.startswith("{")]
     if completed.returncode != 0 or not lines:
@@ -664,8 +681,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
 
     for batch_size in args.batch_sizes:
         setup = build_setup(
-            args.device, args.size, args.seed,
-            compile_mode=args.compile_mode, scorecam_chunk=args.scorecam_chunk,
+            args.device, args.size, args.seed, compile_mode=args.compile_mode,
+            compile_backend=args.compile_backend, scorecam_chunk=args.scorecam_chunk,
         )
         x = make_input(batch_size, args.size, device, args.seed)
         results = {c.name: Result(c.name, batch_size, description=c.description,
@@ -675,6 +692,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             result = results[contender.name]
             if contender.cuda_only and device.type != "cuda":
                 result.status = "skipped: CUDA only"
+                continue
+            if contender.option == "scorecam" and batch_size > args.scorecam_max_batch:
+                result.status = f"skipped: B > --scorecam-max-batch {args.scorecam_max_batch}"
                 continue
             try:
                 runs[contender.name] = contender.build(setup)
@@ -832,6 +852,8 @@ def environment(args: argparse.Namespace, device: Any) -> dict[str, Any]:
         "warmup": args.warmup,
         "repeats": args.repeats,
         "seed": args.seed,
+        "compile": {"backend": args.compile_backend, "mode": args.compile_mode}
+        if args.compile else None,
         "memory": (
             "CUDA max_memory_allocated above the allocation before the call"
             if device.type == "cuda"
@@ -919,24 +941,28 @@ def plot(report: dict[str, Any], path: Path) -> None:
             [("median_ms", "ratio", "ms per batch"), ("memory_mb", "memory_ratio", "peak extra MB")]
         ):
             ax = axes[row][col]
-            values = [by_name.get(n, {}).get(key) for n in names]
+            records = [by_name.get(n) for n in names]
+            values = [r.get(key) if r else None for r in records]
             ax.barh(range(len(names)), [v or 0 for v in values],
                     color=[colors[n] for n in names])
+            ends = list(values)
             if row == 0:
                 errors = [
                     (r["median_ms"] - r["q1_ms"], r["q3_ms"] - r["median_ms"]) if r else (0, 0)
-                    for r in (by_name.get(n) for n in names)
+                    for r in records
                 ]
                 ax.errorbar([v or 0 for v in values], range(len(names)),
                             xerr=list(zip(*errors)), fmt="none", ecolor="black", capsize=2)
-            top = max([v for v in values if v] or [1])
-            for i, name in enumerate(names):
-                ratio = by_name.get(name, {}).get(ratio_key)
+                ends = [r["q3_ms"] if r else None for r in records]
+            top = max([v for v in ends if v] or [1])
+            if not any(values):
+                ax.text(0.5, 0.5, "not measured", transform=ax.transAxes, ha="center",
+                        color="#7f7f7f")
+            for i, record in enumerate(records):
+                ratio = record.get(ratio_key) if record else None
                 if values[i] is not None and ratio is not None:
-                    ax.text(values[i] + top * 0.01, i, f"{ratio:.2f}x", va="center", fontsize=8)
-                elif values[i] is None:
-                    ax.text(top * 0.01, i, "n/a", va="center", fontsize=8, color="#7f7f7f")
-            ax.set_xlim(0, top * 1.22)
+                    ax.text(ends[i] + top * 0.02, i, f"{ratio:.2f}x", va="center", fontsize=8)
+            ax.set_xlim(0, top * 1.25)
             ax.set_yticks(range(len(names)))
             ax.set_yticklabels(names if col == 0 else [], fontsize=8)
             ax.invert_yaxis()
@@ -976,8 +1002,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add torch.compile contenders (compile time is in the warm-up)")
     parser.add_argument("--compile-mode", default=None,
                         help="torch.compile mode, e.g. max-autotune-no-cudagraphs")
+    parser.add_argument("--compile-backend", default="inductor",
+                        help="torch.compile backend (aot_eager: trace only, for checks)")
     parser.add_argument("--scorecam", action="store_true",
                         help="add Score-CAM (expensive: B*2048 masked forwards)")
+    parser.add_argument("--scorecam-max-batch", type=int, default=8,
+                        help="run Score-CAM only up to this batch size (default 8)")
     parser.add_argument("--scorecam-chunk", type=int, default=None,
                         help="masked images per Score-CAM forward (default 16 CPU, 128 CUDA)")
     parser.add_argument("--no-memory", dest="memory", action="store_false",
@@ -987,6 +1017,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out-dir", type=Path, default=DEFAULT_OUT_DIR)
+    parser.add_argument("--tag", default="",
+                        help="suffix for the output files: bench_<device>_<tag>.json/.png")
     parser.add_argument("--memory-worker", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--batch-size", type=int, default=1, help=argparse.SUPPRESS)
     return parser
@@ -1001,6 +1033,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error(f"{name} must be at least {1 if name == '--repeats' else 0}, got {value}")
     if args.size < 32:
         parser.error(f"--size must be at least 32 (ResNet50 downsamples by 32), got {args.size}")
+    if not all(c.isalnum() or c in "-_" for c in args.tag):
+        parser.error(f"--tag may hold letters, digits, '-' and '_' only, got {args.tag!r}")
     if args.batch_sizes is not None and any(b < 1 for b in args.batch_sizes):
         parser.error(f"--batch-sizes must be positive, got {args.batch_sizes}")
     _import_project()
@@ -1025,7 +1059,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     report = run_benchmark(args)
     args.out_dir.mkdir(parents=True, exist_ok=True)
-    stem = f"bench_{report['meta']['device']}"
+    stem = f"bench_{report['meta']['device']}" + (f"_{args.tag}" if args.tag else "")
     json_path = args.out_dir / f"{stem}.json"
     png_path = args.out_dir / f"{stem}.png"
     json_path.write_text(json.dumps(report, indent=2))
