@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "benchmarks" / "bench_gradcam.py"
 BATCH = 2
 TINY = ["--device", "cpu", "--size", "64", "--batch-sizes", str(BATCH), "--repeats", "1",
-        "--warmup", "0"]
+        "--warmup", "0", "--threads", "1"]
 
 CPU_CONTENDERS = {
     "plain", "plain-cl", "ours-dormant", "ours", "ours-cl", "ours-layers", "ours-gradcam++",
