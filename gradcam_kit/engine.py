@@ -257,6 +257,12 @@ class CAMEngine:
         self.remove()  # never swallows the exception
 
     # -- explaining -----------------------------------------------------------------
+    # Always eager, also inside torch.compile(model): the graph cut needs the gradient at an
+    # activation, which a compiled graph does not expose, and TorchDynamo silently drops a
+    # forward hook that breaks its graph deep inside a model (torch 2.14: the hook on
+    # ResNet50's layer4[2].conv3 never ran). Stages the model compiled itself (e.g.
+    # model.layer3.compile()) still run compiled here; see docs/PERFORMANCE.md.
+    @torch.compiler.disable
     def explain(
         self,
         x: Tensor,
