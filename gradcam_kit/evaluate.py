@@ -7,10 +7,11 @@ falls on the object: a **hit** when the pixel with the highest value lies within
 always points at the image centre; a map is only informative when it beats it.
 
 The evaluate command explains each image's ground-truth class at every candidate layer
-(``layer2``, ``layer3``, ``layer4`` and the default ``layer4.2.conv3``) in one forward pass
-of ``ResNet50FineTuned`` (``model(x, return_gradcam=True, gradcam_layers=[...])``) and
-scores the images that have a non-empty mask. The tolerance scales with the input size
-(``15 * 128 / 224`` px at 128x128), so figures stay comparable across resolutions.
+(``layer1`` to ``layer4`` and the default ``layer4.2.conv3``) in one forward pass of
+``ResNet50FineTuned`` (``model(x, return_gradcam=True, gradcam_layers=[...])``) per CAM
+method (``--method gradcam layercam``), and scores the images that have a non-empty
+mask. The tolerance scales with the input size (``15 * 96 / 224`` px at 96x96), so
+figures stay comparable across resolutions.
 
 :func:`pointing_game` and :func:`center_baseline` work on any ``(B, H, W)`` maps and masks.
 """
@@ -39,7 +40,7 @@ __all__ = [
     "scaled_tolerance",
 ]
 
-DEFAULT_LAYERS: tuple[str, ...] = ("layer2", "layer3", "layer4", "layer4.2.conv3")
+DEFAULT_LAYERS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4", "layer4.2.conv3")
 REFERENCE_SIZE = 224
 
 
@@ -134,39 +135,43 @@ def evaluate_pointing(
     loader: torch.utils.data.DataLoader,
     *,
     layers: Sequence[str] = DEFAULT_LAYERS,
-    method: str = "gradcam",
+    methods: Sequence[str] = ("gradcam",),
     tolerance_px: float = 15.0,
     reference_size: int = REFERENCE_SIZE,
     device: torch.device | str = "cpu",
     overlays: int = 0,
     progress: bool = True,
 ) -> dict[str, object]:
-    """Classification metrics and per-layer pointing game of a ``ResNet50FineTuned``.
+    """Classification metrics and the pointing game per method and layer of a ``ResNet50FineTuned``.
 
     Args:
         model: the model (Grad-CAM is enabled for the call and disabled again).
         loader: yields ``(images, labels, masks)``; masks at the input size.
-        layers: candidate target layers, all explained in one forward pass per batch.
-        method: CAM method name.
+        layers: candidate target layers, all explained in one forward pass per batch and method.
+        methods: CAM method names (``"gradcam"``, ``"layercam"``, ...).
         tolerance_px: pointing-game tolerance at ``reference_size``.
         reference_size: image side the tolerance refers to.
         device: where to compute.
-        overlays: keep this many positive images with their maps for :func:`write_overlays`.
+        overlays: keep this many positive images with the first method's maps for
+            :func:`write_overlays`.
         progress: tqdm progress bar.
 
     Returns:
-        a dict with ``classification``, ``pointing_game`` (per layer), ``center_baseline``,
-        ``best_layer``, the tolerance used and, with ``overlays``, the kept tensors under
-        ``"_overlays"``.
+        a dict with ``classification``, ``pointing_game`` (``{method: {layer: row}}``, a row
+        being ``{"hits", "total", "accuracy"}``), ``center_baseline`` (a row), ``best``
+        (``{"method", "layer", "accuracy"}``), the tolerance used and, with ``overlays``, the
+        kept tensors under ``"_overlays"``.
     """
     from tqdm.auto import tqdm
 
-    layers = list(layers)
+    layers, methods = list(layers), list(methods)
+    if not layers or not methods:
+        raise ValueError("name at least one layer and one method")
     was_training, was_enabled = model.training, model.gradcam_enabled
     model.eval()
     model.enable_gradcam_mode()
     logits_all, labels_all = [], []
-    hits = {layer: [] for layer in layers}
+    hits = {(method, layer): [] for method in methods for layer in layers}
     centre_hits, scored = [], []
     kept: list[tuple[Tensor, Tensor, dict[str, Tensor]]] = []
     kept_count = 0
@@ -175,27 +180,29 @@ def evaluate_pointing(
         with torch.no_grad():
             for images, labels, masks in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
                 images, labels, masks = images.to(device), labels.to(device), masks.to(device)
-                single_logit = model.fc.out_features == 1
-                logits, maps = model(
-                    images,
-                    return_gradcam=True,
-                    gradcam_class_idx=0 if single_logit else labels,
-                    gradcam_layers=layers,
-                    gradcam_method=method,
-                )
                 tolerance = scaled_tolerance(tolerance_px, tuple(images.shape[-2:]), reference_size)
                 has_mask = masks.flatten(1).any(dim=1)
-                logits_all.append(logits.float())
+                single_logit = model.fc.out_features == 1
+                for method in methods:
+                    logits, maps = model(
+                        images,
+                        return_gradcam=True,
+                        gradcam_class_idx=0 if single_logit else labels,
+                        gradcam_layers=layers,
+                        gradcam_method=method,
+                    )
+                    for layer in layers:
+                        hits[method, layer].append(pointing_game(maps[layer], masks, tolerance))
+                    if method == methods[0]:
+                        logits_all.append(logits.float())
+                        if kept_count < overlays:
+                            chosen = has_mask.nonzero()[:, 0][: overlays - kept_count]
+                            if chosen.numel():
+                                kept.append((images[chosen], masks[chosen], {k: v[chosen] for k, v in maps.items()}))
+                                kept_count += chosen.numel()
                 labels_all.append(labels)
                 scored.append(has_mask)
                 centre_hits.append(center_baseline(masks, tolerance))
-                for layer in layers:
-                    hits[layer].append(pointing_game(maps[layer], masks, tolerance))
-                if kept_count < overlays:
-                    chosen = has_mask.nonzero()[:, 0][: overlays - kept_count]
-                    if chosen.numel():
-                        kept.append((images[chosen], masks[chosen], {k: v[chosen] for k, v in maps.items()}))
-                        kept_count += chosen.numel()
     finally:
         model.train(was_training)
         if not was_enabled:
@@ -204,21 +211,33 @@ def evaluate_pointing(
         raise ValueError("the dataset is empty: nothing to evaluate")
     logits, labels, scored_mask = torch.cat(logits_all), torch.cat(labels_all), torch.cat(scored)
     total = int(scored_mask.sum())
-    table = {}
-    counts = torch.stack([torch.cat(hits[layer])[scored_mask].sum() for layer in layers] + [torch.cat(centre_hits)[scored_mask].sum()]).tolist()
-    for layer, count in zip(layers, counts[:-1]):
-        table[layer] = {"hits": int(count), "total": total, "accuracy": count / total if total else None}
+    keys = list(hits)
+    counts = torch.stack(
+        [torch.cat(hits[key])[scored_mask].sum() for key in keys] + [torch.cat(centre_hits)[scored_mask].sum()]
+    ).tolist()  # the one host transfer of the scores
+
+    def row(count: int) -> dict[str, object]:
+        return {"hits": int(count), "total": total, "accuracy": count / total if total else None}
+
+    table: dict[str, dict[str, dict[str, object]]] = {method: {} for method in methods}
+    for (method, layer), count in zip(keys, counts[:-1]):
+        table[method][layer] = row(count)
+    best_method, best_layer = max(keys, key=lambda key: table[key[0]][key[1]]["hits"])
     result: dict[str, object] = {
         "classification": classification_metrics(logits, labels),
-        "method": method,
+        "methods": methods,
+        "layers": layers,
         "images": int(labels.numel()),
         "positives_with_masks": total,
         "tolerance_px": tolerance,
         "tolerance_px_at_reference": tolerance_px,
         "reference_size": reference_size,
         "pointing_game": table,
-        "center_baseline": {"hits": int(counts[-1]), "total": total, "accuracy": counts[-1] / total if total else None},
-        "best_layer": max(layers, key=lambda k: table[k]["hits"]) if total else None,
+        "center_baseline": row(counts[-1]),
+        "best": {
+            "method": best_method, "layer": best_layer,
+            "accuracy": table[best_method][best_layer]["accuracy"],
+        } if total else None,
     }
     if kept:
         result["_overlays"] = kept
@@ -272,22 +291,25 @@ def write_overlays(
 
 
 def format_table(result: dict[str, object]) -> str:
-    """The printed summary: classification line, then pointing game per layer and the baseline."""
+    """The printed summary: classification line, then a layers x methods pointing-game table."""
     lines = [f"classification ({result['images']} images): {format_metrics(result['classification'])}"]
     total = result["positives_with_masks"]
     if not total:
         lines.append("pointing game: no image with a non-empty mask; nothing to score")
         return "\n".join(lines)
     lines.append(
-        f"pointing game ({result['method']}) on {total} positives with masks, tolerance "
-        f"{result['tolerance_px']:.1f} px (= {result['tolerance_px_at_reference']:g} px at "
+        f"pointing game on {total} positives with masks (hit: the map's maximum within "
+        f"{result['tolerance_px']:.1f} px of the mask = {result['tolerance_px_at_reference']:g} px at "
         f"{result['reference_size']}x{result['reference_size']}):"
     )
-    lines.append(f"  {'layer':<18}{'hits':>10}{'score':>9}")
-    rows = [*result["pointing_game"].items(), ("center baseline", result["center_baseline"])]
-    for name, row in rows:
-        mark = "  <- best" if name == result["best_layer"] else ""
-        lines.append(f"  {name:<18}{row['hits']:>5}/{row['total']:<4}{row['accuracy']:>9.3f}{mark}")
+    methods, table = result["methods"], result["pointing_game"]
+    lines.append(f"  {'layer':<18}" + "".join(f"{m:>12}" for m in methods))
+    for layer in result["layers"]:
+        cells = "".join(f"{table[m][layer]['accuracy']:>12.3f}" for m in methods)
+        lines.append(f"  {layer:<18}{cells}")
+    lines.append(f"  {'center baseline':<18}{result['center_baseline']['accuracy']:>12.3f}")
+    best = result["best"]
+    lines.append(f"  best: {best['layer']} with {best['method']} ({best['accuracy']:.3f})")
     return "\n".join(lines)
 
 
@@ -297,7 +319,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="dataset root, split folder or path,label,mask CSV")
     parser.add_argument("--split", default="test", help="split folder inside --data, if present (default: %(default)s)")
     parser.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS), help="candidate target layers (default: %(default)s)")
-    parser.add_argument("--method", default="gradcam", help="CAM method (default: %(default)s)")
+    parser.add_argument(
+        "--method", "--methods", dest="methods", nargs="+", default=["gradcam"],
+        help="CAM method(s), e.g. gradcam layercam gradcam++; one forward pass each (default: %(default)s)",
+    )
     parser.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in px at 224x224, scaled to the input size (default: %(default)s)")
     parser.add_argument("--image-size", type=int, default=None, help="input size (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=16, help="(default: %(default)s)")
@@ -334,7 +359,7 @@ def run(args: argparse.Namespace) -> int:
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     result = evaluate_pointing(
-        model, loader, layers=args.layers, method=args.method, tolerance_px=args.tolerance,
+        model, loader, layers=args.layers, methods=args.methods, tolerance_px=args.tolerance,
         device=device, overlays=args.overlays, progress=args.progress,
     )
     kept = result.pop("_overlays", None)
@@ -348,5 +373,8 @@ def run(args: argparse.Namespace) -> int:
     if kept:
         overlay_dir = Path(args.overlay_dir) if args.overlay_dir else checkpoint.parent / "overlays"
         written = write_overlays(kept, overlay_dir, mean=mean, std=std)
-        print(f"overlays ({', '.join(['input', *args.layers])}; mask outline green, maximum as a white cross): {len(written)} in {overlay_dir}")
+        print(
+            f"overlays ({args.methods[0]}: {', '.join(['input', *args.layers])}; mask outline green, "
+            f"maximum as a white cross): {len(written)} in {overlay_dir}"
+        )
     return 0

@@ -128,6 +128,18 @@ def load_config(path: str | os.PathLike) -> dict[str, object]:
     unknown = sorted(set(config) - set(_OPTIONS))
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in {path}; valid keys: {sorted(_OPTIONS)}")
+    for name, value in config.items():
+        kind = _OPTIONS[name][1]
+        if value is None or isinstance(kind, tuple):
+            continue
+        if kind is bool:
+            if not isinstance(value, bool):
+                raise ValueError(f"{name} in {path} must be true or false, got {value!r}")
+            continue
+        try:  # YAML reads "2e-3" as a string; the flag's own type decides
+            config[name] = kind(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} in {path} must be of type {kind.__name__}, got {value!r}") from None
     return config
 
 

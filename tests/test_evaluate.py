@@ -83,16 +83,20 @@ def test_evaluate_command_all_layers_in_one_table(tmp_path, capsys):
         tmp_path / "run" / "best.pt", model, num_classes=2, class_names=["normal", "opacity"],
         input_size=[32, 32], mean=[0.5] * 3, std=[0.25] * 3, target_layer="layer4.2.conv3",
     )
-    layers = ["layer2", "layer3", "layer4", "layer4.2.conv3"]
+    layers = ["layer1", "layer2", "layer3", "layer4", "layer4.2.conv3"]
     code = cli.main([
         "evaluate", "--checkpoint", str(checkpoint), "--data", str(data), "--no-progress",
         "--batch-size", "4", "--overlays", "2", "--json", str(tmp_path / "eval.json"),
+        "--method", "gradcam", "layercam",
     ])
     assert code == 0
     printed = capsys.readouterr().out
     assert "center baseline" in printed and all(layer in printed for layer in layers)
     result = json.loads((tmp_path / "eval.json").read_text())
-    assert list(result["pointing_game"]) == layers
+    assert list(result["pointing_game"]) == ["gradcam", "layercam"]
+    assert all(list(table) == layers for table in result["pointing_game"].values())
+    best = result["best"]
+    assert best["accuracy"] == max(r["accuracy"] for t in result["pointing_game"].values() for r in t.values())
     assert result["positives_with_masks"] == 3 and result["images"] == 6
     assert result["tolerance_px"] == pytest.approx(15 * 32 / 224)
     assert len(list((tmp_path / "run" / "overlays").glob("*.png"))) == 2
@@ -105,10 +109,11 @@ def test_evaluate_command_all_layers_in_one_table(tmp_path, capsys):
     masks = torch.stack([dataset[i][2] for i in range(6)])
     labels = dataset.labels
     model.enable_gradcam_mode()
-    for layer in layers:
-        _, heatmap = model(images, return_gradcam=True, gradcam_class_idx=labels, gradcam_layers=layer)
-        hits = pointing_game(heatmap, masks, tolerance_px=15 * 32 / 224)[masks.flatten(1).any(1)]
-        assert result["pointing_game"][layer]["hits"] == int(hits.sum()), layer
+    for method in ("gradcam", "layercam"):
+        for layer in layers:
+            _, heatmap = model(images, return_gradcam=True, gradcam_class_idx=labels, gradcam_layers=layer, gradcam_method=method)
+            hits = pointing_game(heatmap, masks, tolerance_px=15 * 32 / 224)[masks.flatten(1).any(1)]
+            assert result["pointing_game"][method][layer]["hits"] == int(hits.sum()), (method, layer)
     centre = center_baseline(masks, 15 * 32 / 224)[masks.flatten(1).any(1)]
     assert result["center_baseline"]["hits"] == int(centre.sum())
     with torch.no_grad():

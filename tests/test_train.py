@@ -71,12 +71,15 @@ def test_yaml_config_keys_mirror_flags_and_flags_win(data, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
         f"data: {data}\nout: {tmp_path / 'cfg'}\nepochs: 3\nimage-size: 32\nbatch_size: 4\n"
-        "weights: none\nprogress: false\nnum-classes: 1\n"
+        "weights: none\nprogress: false\nnum-classes: 1\nlr: 2e-3\n"
     )
     assert train("--config", str(config), "--epochs", "1") == 0
     history = json.loads((tmp_path / "cfg" / "history.json").read_text())
     assert len(history) == 1  # the flag beat the file's epochs: 3
     assert load_checkpoint(tmp_path / "cfg" / "best.pt")["num_classes"] == 1  # a sigmoid head
+    config.write_text("data: x\nepochs: many\n")
+    with pytest.raises(ValueError, match="epochs .* must be of type int"):
+        train("--config", str(config))
     config.write_text("data: x\nlearning_rate: 0.1\n")
     with pytest.raises(ValueError, match="unknown key.*learning_rate"):
         train("--config", str(config))
@@ -138,3 +141,12 @@ def test_default_weights_offline_error_says_pass_weights_none(data, tmp_path, mo
     monkeypatch.setenv("GRADCAM_KIT_OFFLINE", "1")
     with pytest.raises(RuntimeError, match="--weights none"):
         train("--data", str(data), "--out", str(tmp_path / "x"), "--image-size", "32", "--no-progress")
+
+
+def test_shipped_example_config_is_valid():
+    from pathlib import Path
+
+    from gradcam_kit.train import load_config
+
+    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic_xray.yaml")
+    assert config["weights"] == "none" and config["data"] == "data/synthetic"
