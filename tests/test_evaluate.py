@@ -119,3 +119,23 @@ def test_evaluate_command_all_layers_in_one_table(tmp_path, capsys):
     with torch.no_grad():
         logits = model(images)
     assert result["classification"]["accuracy"] == pytest.approx((logits.argmax(1) == labels).float().mean().item())
+
+
+def test_single_logit_head_from_a_csv(tmp_path):
+    from gradcam_kit.evaluate import evaluate_pointing
+
+    data = tmp_path / "data"
+    write_image_folder(data, {"test": 4}, size=32, seed=1, progress=False)
+    torch.manual_seed(0)
+    model = ResNet50FineTuned(1, weights=None, freeze_features=False).eval()
+    dataset = ImageDataset.from_source(data / "test.csv", transform=build_transform(32), mask_size=(32, 32))
+    loader = torch.utils.data.DataLoader(dataset, batch_size=4)
+    result = evaluate_pointing(model, loader, layers=["layer1"], progress=False)
+    assert result["positives_with_masks"] == 2 and result["classification"]["count"] == 4
+    images, _, masks = next(iter(loader))
+    model.enable_gradcam_mode()
+    # a single logit: the positive decision (the logit itself) is explained
+    _, heatmap = model(images, return_gradcam=True, gradcam_class_idx=0, gradcam_layers="layer1")
+    hits = pointing_game(heatmap, masks, tolerance_px=15 * 32 / 224)[masks.flatten(1).any(1)]
+    assert result["pointing_game"]["gradcam"]["layer1"]["hits"] == int(hits.sum())
+    assert not model.training
