@@ -33,6 +33,8 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .preprocess import open_image
+
 __all__ = [
     "IMAGE_EXTENSIONS",
     "MASK_SUFFIX",
@@ -323,8 +325,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple:
         sample = self.samples[index]
         try:
-            with Image.open(sample.path) as handle:
-                image = handle.convert("L") if handle.mode in ("L", "I", "I;16", "1") else handle.convert("RGB")
+            image = open_image(sample.path)  # 8-bit L or RGB; 16-bit X-rays rescaled
         except Exception as err:
             raise ValueError(f"cannot read image {sample.path}: {err}") from None
         item: list[object] = [self.transform(image) if self.transform is not None else image, sample.label]

@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
 from .data import IMAGE_EXTENSIONS, is_mask_file
+from .preprocess import open_image
 
 __all__ = [
     "InputItem",
@@ -252,9 +252,9 @@ class ExplainDataset(Dataset):
         }
         start = time.perf_counter()
         try:
-            with Image.open(item.path) as opened:
-                # A grayscale image (most X-rays) is resized once, not three times.
-                image = opened.convert("L" if opened.mode in ("1", "L") else "RGB")
+            # 8-bit L or RGB (16-bit X-rays rescaled); a grayscale image is resized once,
+            # not three times.
+            image = open_image(item.path)
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBomb...
             sample["error"] = f"cannot decode: {type(err).__name__}: {err}"
             sample["decode_s"] = time.perf_counter() - start

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
@@ -23,6 +24,8 @@ __all__ = [
     "build_transform",
     "denormalize",
     "load_image",
+    "open_image",
+    "to_8bit",
     "preprocess",
 ]
 
@@ -71,21 +74,51 @@ def build_transform(
     )
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Opens an image file as RGB.
+def to_8bit(image: Image.Image) -> Image.Image:
+    """An opened image as 8-bit ``"L"`` (grayscale) or ``"RGB"``, ready for the transforms.
+
+    16-bit and 32-bit grayscale images (``I;16``, ``I``, ``F``: the usual export of X-ray
+    DICOMs) are stretched from their own minimum and maximum to 0-255; PIL's plain
+    ``convert("L")`` would clip every value above 255 to white. A constant image becomes 0.
+    """
+    if image.mode in ("L", "RGB"):
+        return image
+    if image.mode in ("1", "P", "LA", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "La", "RGBa"):
+        return image.convert("L" if image.mode in ("1", "LA", "La") else "RGB")
+    values = np.asarray(image, dtype=np.float64)
+    if values.ndim != 2:
+        return image.convert("RGB")
+    low, high = float(values.min()), float(values.max())
+    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
+    return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Opens an image file as 8-bit ``"L"`` or ``"RGB"`` (see :func:`to_8bit`).
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not an image PIL can read.
+        ValueError: the file is not an image PIL can read (names the file).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")
     try:
         with Image.open(path) as image:
-            return image.convert("RGB")
-    except (OSError, SyntaxError) as err:
+            image.load()
+            return to_8bit(image)
+    except (OSError, SyntaxError, ValueError) as err:
         raise ValueError(f"cannot read {path} as an image: {err}") from None
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Opens an image file as RGB (16-bit grayscale is rescaled, see :func:`to_8bit`).
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        ValueError: the file is not an image PIL can read.
+    """
+    return open_image(path).convert("RGB")
 
 
 def preprocess(

@@ -14,7 +14,9 @@ from gradcam_kit.preprocess import (
     build_transform,
     denormalize,
     load_image,
+    open_image,
     preprocess,
+    to_8bit,
 )
 from resnet50 import preprocess as exported_preprocess
 
@@ -79,3 +81,41 @@ def test_load_image_errors(tmp_path):
     bad.write_bytes(b"not an image")
     with pytest.raises(ValueError, match=r"cannot read .*bad\.png as an image"):
         load_image(bad)
+
+
+def test_sixteen_bit_xray_is_stretched_not_clipped(tmp_path):
+    # A 12-bit X-ray stored as a 16-bit PNG: PIL's convert("L") would make it all white.
+    values = np.tile(np.linspace(0, 4095, 64), (32, 1)).astype(np.uint16)
+    path = tmp_path / "xray16.png"
+    Image.fromarray(values).save(path)
+    assert Image.open(path).mode.startswith("I")
+
+    image = open_image(path)
+    pixels = np.asarray(image)
+    assert image.mode == "L"
+    assert pixels.min() == 0 and pixels.max() == 255
+    assert np.all(np.diff(pixels[0].astype(int)) >= 0)  # the gradient survives, in order
+    assert np.asarray(load_image(path))[..., 0].tolist() == pixels.tolist()
+
+
+def test_constant_sixteen_bit_image_becomes_black():
+    flat = Image.fromarray(np.full((8, 8), 3000, np.uint16))
+    assert np.asarray(to_8bit(flat)).max() == 0
+
+
+def test_sixteen_bit_images_reach_training_and_explain_datasets(tmp_path):
+    from gradcam_kit.data import ImageDataset, Sample
+    from gradcam_kit.inputs import ExplainDataset, InputItem
+
+    values = np.tile(np.linspace(0, 60000, 32), (32, 1)).astype(np.uint16)
+    path = tmp_path / "a.png"
+    Image.fromarray(values).save(path)
+    expected = build_transform(32)(open_image(path))
+
+    dataset = ImageDataset([Sample(path, 0)], ["a"], transform=build_transform(32))
+    torch.testing.assert_close(dataset[0][0], expected)
+    assert float(dataset[0][0].std()) > 0.5  # not a clipped, nearly uniform white image
+
+    decoded = ExplainDataset([InputItem(path=path, label=None, index=0)], (32, 32))[0]
+    assert decoded["error"] is None
+    assert int(decoded["image"].min()) == 0 and int(decoded["image"].max()) == 255
