@@ -181,8 +181,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         size = size or metadata.get("input_size")
         mean, std = metadata.get("mean", mean), metadata.get("std", std)
         print(f"Loaded checkpoint {args.checkpoint}")
+    size = size[0] if isinstance(size, (list, tuple)) else size  # checkpoints store [H, W]
     size = int(size or 224)
-    size = size[0] if isinstance(size, (list, tuple)) else size
     model = model.to(device).eval()
     num_classes = model.fc.out_features
     names = model.class_names or (

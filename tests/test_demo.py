@@ -60,14 +60,15 @@ def test_demo_synthetic_image_random_weights(tmp_path, capsys):
         assert np.array_equal(np.asarray(Image.open(again / name)), np.asarray(Image.open(output / name)))
 
 
-def test_demo_with_image_checkpoint_and_class(tmp_path, capsys):
+@pytest.mark.parametrize("input_size", [64, [64, 64]], ids=["int", "train-command-list"])
+def test_demo_with_image_checkpoint_and_class(tmp_path, capsys, input_size):
     image = np.zeros((90, 120, 3), np.uint8)
     image[20:60, 30:80] = (200, 180, 160)
     image_path = tmp_path / "xray.png"
     Image.fromarray(image).save(image_path)
     checkpoint = save_checkpoint(
         tmp_path / "best.pt", build_model(num_classes=3), num_classes=3,
-        class_names=["a", "b", "c"], input_size=64,
+        class_names=["a", "b", "c"], input_size=input_size,
     )
     output = tmp_path / "out"
     code = resnet50_demo.main(
