@@ -165,9 +165,11 @@ def compare_methods(
         with torch.no_grad():
             logits = model(images)
         classes = logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] >= 0).long()
-        if not warmed_up:  # first-call costs (allocator, kernels) stay out of the timings
+        if not warmed_up:
+            # First-call costs (allocator, kernel selection for this batch shape) stay out
+            # of the first method's timing.
             with torch.no_grad():
-                CAMEngine(model, target_layer).explain(images[:1], classes[:1])
+                CAMEngine(model, target_layer).explain(images, classes)
             warmed_up = True
         images_seen += images.shape[0]
         for method in methods:
