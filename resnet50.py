@@ -138,6 +138,7 @@ class ResNet50FineTuned(ResNet):
         gradcam_layers: str | Sequence[str] | None = None,
         gradcam_raw: bool = False,
         gradcam_score_fn: Callable[[Tensor], Tensor] | None = None,
+        gradcam_alignment: str = "pixel",
     ) -> Tensor | tuple[Tensor, Tensor | dict[str, Tensor]]:
         """Logits, and optionally a Grad-CAM heatmap from the same forward pass.
 
@@ -154,6 +155,11 @@ class ResNet50FineTuned(ResNet):
                 input), after ReLU and before any normalisation.
             gradcam_score_fn: ``logits -> (B,) scores`` to explain instead of a class, e.g.
                 ``lambda z: -z[:, 0]`` for the negative decision of a single-logit head.
+            gradcam_alignment: ``"pixel"`` (the usual bilinear resize, as in
+                pytorch-grad-cam) or ``"receptive-field"``, which puts each unit of the map on
+                the centre of its receptive field instead of shifting it (s - 1) / 2 px down
+                and right (15.5 px for ``layer4`` at 224x224); see
+                :func:`gradcam_kit.engine.upsample`.
 
         Returns:
             ``logits`` if ``return_gradcam`` is false; else ``(logits, heatmap)`` where
@@ -179,6 +185,7 @@ class ResNet50FineTuned(ResNet):
             normalize=not gradcam_raw,
             score_fn=gradcam_score_fn,
             forward=self._forward_impl,
+            alignment=gradcam_alignment,
         )
         if gradcam_layers is None or isinstance(gradcam_layers, str):
             return result.logits, next(iter(result.heatmaps.values()))

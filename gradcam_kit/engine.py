@@ -174,16 +174,48 @@ def class_scores(logits: Tensor, class_idx: Tensor | None) -> Tensor:
     return logits.gather(1, class_idx[:, None])[:, 0]
 
 
-def upsample(maps: Tensor, size: tuple[int, int], *, align_corners: bool = False) -> Tensor:
+ALIGNMENTS = ("pixel", "receptive-field")
+
+
+def upsample(
+    maps: Tensor,
+    size: tuple[int, int],
+    *,
+    align_corners: bool = False,
+    alignment: str = "pixel",
+) -> Tensor:
     """Bilinearly resizes ``(B, h, w)`` maps to ``size`` (half-pixel centres, like OpenCV).
 
     ``align_corners=True`` maps corner pixel centres onto corner pixel centres instead, as
     ``torch.nn.UpsamplingBilinear2d`` does (used for Score-CAM's masks, see docs/METHODS.md).
+
+    ``alignment="receptive-field"`` puts unit ``i`` of a stride-``s`` map on input pixel
+    ``s * i``, the centre of its receptive field in networks whose strided layers pad by
+    ``k // 2`` (torchvision's ResNets, DenseNets, ...). The default ``"pixel"`` resize (every
+    Grad-CAM library's) puts it at ``s * i + (s - 1) / 2``: 15.5 px down and right for
+    ResNet50's ``layer4`` at 224x224. Pixels past the last unit take its value.
     """
+    if alignment not in ALIGNMENTS:
+        raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
     if tuple(maps.shape[-2:]) == tuple(size):
         return maps
+    if alignment == "receptive-field":
+        return _upsample_receptive_field(maps, size)
     return F.interpolate(
         maps[:, None], size=size, mode="bilinear", align_corners=align_corners
+    )[:, 0]
+
+
+def _upsample_receptive_field(maps: Tensor, size: tuple[int, int]) -> Tensor:
+    (h, w), (height, width) = maps.shape[-2:], size
+    # Output pixel p samples unit coordinate p / stride, stride = size / map size; in
+    # grid_sample's normalised coordinates (align_corners=False) unit u sits at (2u + 1) / n - 1.
+    ys = torch.arange(height, device=maps.device, dtype=maps.dtype) * (h / height)
+    xs = torch.arange(width, device=maps.device, dtype=maps.dtype) * (w / width)
+    grid_y, grid_x = torch.meshgrid((2 * ys + 1) / h - 1, (2 * xs + 1) / w - 1, indexing="ij")
+    grid = torch.stack((grid_x, grid_y), dim=-1).expand(maps.shape[0], height, width, 2)
+    return F.grid_sample(
+        maps[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
     )[:, 0]
 
 
@@ -274,6 +306,7 @@ class CAMEngine:
         normalize: bool = True,
         score_fn: ScoreFn | None = None,
         forward: Callable[[Tensor], Tensor] | None = None,
+        alignment: str = "pixel",
     ) -> CAMOutput:
         """Runs one forward pass and returns the logits with a map per layer.
 
@@ -289,6 +322,9 @@ class CAMEngine:
             normalize: per-image min-max normalisation to ``[0, 1]`` (after ReLU).
             score_fn: maps the logits to ``(B,)`` scores to explain; overrides ``class_idx``.
             forward: what to call instead of ``self.model(x)``.
+            alignment: ``"pixel"`` (default, the usual bilinear resize) or
+                ``"receptive-field"`` (each unit on its receptive field's centre, see
+                :func:`upsample`).
 
         Under ``torch.inference_mode()`` the call runs as under ``torch.no_grad()`` (autograd
         is briefly re-enabled after the target layer) and returns ordinary tensors.
@@ -307,7 +343,10 @@ class CAMEngine:
                 return self.explain(
                     x, class_idx, layers=layers, method=method, output_size=output_size,
                     normalize=normalize, score_fn=score_fn, forward=forward,
+                    alignment=alignment,
                 )
+        if alignment not in ALIGNMENTS:
+            raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
         cam_method = self.method if method is None else get_method(method)
         targets = self.layers if layers is None else resolve_layers(self.model, layers)
         temporary = [] if self.attached and layers is None else _register(targets.values())
@@ -355,7 +394,9 @@ class CAMEngine:
         # Maps are computed in float32 whatever autocast the caller runs under.
         with torch.autocast(x.device.type, enabled=False):
             heatmaps = {
-                name: self._map(activation, gradient, method_idx, cam_method, size, normalize)
+                name: self._map(
+                    activation, gradient, method_idx, cam_method, size, normalize, alignment
+                )
                 for name, activation, gradient in zip(targets, activations, gradients)
             }
         if not caller_grad:
@@ -405,6 +446,7 @@ class CAMEngine:
         method: CAMMethod,
         size: tuple[int, int] | None,
         normalize: bool,
+        alignment: str = "pixel",
     ) -> Tensor:
         activation = activation.detach()
         if self.reshape is not None:
@@ -419,7 +461,7 @@ class CAMEngine:
         gradient = gradient.float() if gradient is not None else None
         cam = method(activation, gradient, class_idx).clamp_min(0)
         if size is not None:
-            cam = upsample(cam, size)
+            cam = upsample(cam, size, alignment=alignment)
         return min_max_normalize(cam) if normalize else cam
 
 

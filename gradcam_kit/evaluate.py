@@ -141,6 +141,7 @@ def evaluate_pointing(
     device: torch.device | str = "cpu",
     overlays: int = 0,
     progress: bool = True,
+    alignment: str = "pixel",
 ) -> dict[str, object]:
     """Classification metrics and the pointing game per method and layer of a ``ResNet50FineTuned``.
 
@@ -155,6 +156,8 @@ def evaluate_pointing(
         overlays: keep this many positive images with the first method's maps for
             :func:`write_overlays`.
         progress: tqdm progress bar.
+        alignment: how maps are upsampled: ``"pixel"`` or ``"receptive-field"`` (see
+            :func:`gradcam_kit.engine.upsample`).
 
     Returns:
         a dict with ``classification``, ``pointing_game`` (``{method: {layer: row}}``, a row
@@ -190,6 +193,7 @@ def evaluate_pointing(
                         gradcam_class_idx=0 if single_logit else labels,
                         gradcam_layers=layers,
                         gradcam_method=method,
+                        gradcam_alignment=alignment,
                     )
                     for layer in layers:
                         hits[method, layer].append(pointing_game(maps[layer], masks, tolerance))
@@ -331,6 +335,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", default=None, help="where to write the results (default: <checkpoint folder>/evaluation.json)")
     parser.add_argument("--overlays", type=int, default=0, help="write overlays of this many positives (default: %(default)s)")
     parser.add_argument("--overlay-dir", default=None, help="(default: <checkpoint folder>/overlays)")
+    parser.add_argument(
+        "--alignment", choices=["pixel", "receptive-field"], default="pixel",
+        help="upsampling of the maps: the usual bilinear resize, or each unit on its receptive "
+        "field's centre (default: %(default)s)",
+    )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
@@ -360,10 +369,13 @@ def run(args: argparse.Namespace) -> int:
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     result = evaluate_pointing(
         model, loader, layers=args.layers, methods=args.methods, tolerance_px=args.tolerance,
-        device=device, overlays=args.overlays, progress=args.progress,
+        device=device, overlays=args.overlays, progress=args.progress, alignment=args.alignment,
     )
     kept = result.pop("_overlays", None)
-    result.update(checkpoint=str(checkpoint), data=str(data / split) if split else str(data), input_size=list(size))
+    result.update(
+        checkpoint=str(checkpoint), data=str(data / split) if split else str(data),
+        input_size=list(size), alignment=args.alignment,
+    )
     print(format_table(result))
     json_path = Path(args.json) if args.json else checkpoint.parent / "evaluation.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
