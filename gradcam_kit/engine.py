@@ -177,6 +177,25 @@ def class_scores(logits: Tensor, class_idx: Tensor | None) -> Tensor:
 ALIGNMENTS = ("pixel", "receptive-field")
 
 
+def explained_scores(
+    logits: Tensor, class_idx: Tensor | None, score_fn: ScoreFn | None = None
+) -> Tensor:
+    """The ``(B,)`` scores to explain: ``score_fn(logits)`` if given, else :func:`class_scores`.
+
+    Raises:
+        ValueError: ``score_fn`` did not return one score per image.
+    """
+    if score_fn is None:
+        return class_scores(logits, class_idx)
+    scores = score_fn(logits)
+    if not isinstance(scores, Tensor) or scores.shape != (logits.shape[0],):
+        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
+        raise ValueError(
+            f"score_fn must return one score per image, shape ({logits.shape[0]},), got {shape}"
+        )
+    return scores
+
+
 def upsample(
     maps: Tensor,
     size: tuple[int, int],
@@ -416,12 +435,7 @@ class CAMEngine:
         caller_grad: bool,
     ) -> tuple[Tensor, ...]:
         with torch.enable_grad():
-            scores = score_fn(logits) if score_fn is not None else class_scores(logits, indices)
-            if scores.shape != (logits.shape[0],):
-                raise ValueError(
-                    f"score_fn must return one score per image, shape ({logits.shape[0]},), "
-                    f"got {tuple(scores.shape)}"
-                )
+            scores = explained_scores(logits, indices, score_fn)
             if not scores.requires_grad:
                 raise RuntimeError(
                     "the class scores do not depend on the target layer(s); "

@@ -137,15 +137,9 @@ class ScoreCAM(CAMMethod):
         return torch.softmax(scores.view(batch, channels), dim=1)
 
     def _scores(self, logits: Tensor, class_idx: Tensor) -> Tensor:
-        if self._score_fn is not None:
-            scores = self._score_fn(logits)
-            if scores.shape != (logits.shape[0],):
-                raise ValueError(
-                    f"score_fn must return one score per image, shape ({logits.shape[0]},), "
-                    f"got {tuple(scores.shape)}"
-                )
-            return scores.float()
-        return logits.gather(1, class_idx[:, None])[:, 0].float()
+        from .engine import explained_scores
+
+        return explained_scores(logits, class_idx, self._score_fn).float()
 
     def __repr__(self) -> str:
         return (
