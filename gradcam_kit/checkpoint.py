@@ -24,11 +24,13 @@ from torch import Tensor, nn
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "explanation_choice",
     "extract_state_dict",
     "load_checkpoint",
     "load_into",
     "save_checkpoint",
     "torchvision_state_dict",
+    "update_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "gradcam_kit/1"
@@ -201,3 +203,42 @@ def torchvision_state_dict(weights: object, *, progress: bool = True) -> dict[st
         return weights.get_state_dict(progress=progress, check_hash=True)
     finally:
         socket.setdefaulttimeout(previous)
+
+
+def update_checkpoint(path: str | os.PathLike, **metadata: object) -> Path:
+    """Adds or replaces metadata entries of a checkpoint file, keeping everything else.
+
+    Written to a temporary name and renamed, like :func:`save_checkpoint`.
+    """
+    path = Path(path)
+    payload = load_checkpoint(path)
+    payload.update(metadata)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def explanation_choice(checkpoint: Mapping, default_layer: str = "layer4.2.conv3") -> dict[str, object]:
+    """The layer and method a checkpoint says to explain with, and why.
+
+    The one rule every loader follows: the recommendation ``evaluate`` wrote (the layer and
+    method that localised best on a validation split), else the ``target_layer`` stored by
+    ``train``, else ``default_layer`` with Grad-CAM.
+
+    Returns:
+        ``{"layer", "method", "source"}``; ``source`` is a short sentence for logs and
+        report headers, e.g. ``"recommended by evaluate: pointing 0.94 on val"``.
+    """
+    recommended = checkpoint.get("recommended")
+    if isinstance(recommended, Mapping) and recommended.get("layer"):
+        pointing = recommended.get("pointing")
+        figure = f"pointing {pointing:.2f}" if isinstance(pointing, (int, float)) else "pointing"
+        return {
+            "layer": str(recommended["layer"]),
+            "method": str(recommended.get("method") or "gradcam"),
+            "source": f"recommended by evaluate: {figure} on {recommended.get('split', '?')}",
+        }
+    if checkpoint.get("target_layer"):
+        return {"layer": str(checkpoint["target_layer"]), "method": "gradcam", "source": "stored in the checkpoint by train"}
+    return {"layer": default_layer, "method": "gradcam", "source": "the default layer"}

@@ -1,19 +1,18 @@
 """``python -m gradcam_kit evaluate``: accuracy, AUROC and the pointing game per target layer.
 
-The pointing game (Zhang et al., "Top-down neural attention by excitation backprop",
-2016, as implemented in TorchRay's benchmark) asks whether a saliency map's maximum
-falls on the object: a **hit** when the pixel with the highest value lies within
-``tolerance`` pixels (15 at 224x224) of the ground-truth mask. Its **center baseline**
-always points at the image centre; a map is only informative when it beats it.
-
 The evaluate command explains each image's ground-truth class at every candidate layer
 (``layer1`` to ``layer4`` and the default ``layer4.2.conv3``) in one forward pass of
 ``ResNet50FineTuned`` (``model(x, return_gradcam=True, gradcam_layers=[...])``) per CAM
-method (``--method gradcam layercam``), and scores the images that have a non-empty
-mask. The tolerance scales with the input size (``15 * 96 / 224`` px at 96x96), so
-figures stay comparable across resolutions.
+method (``--method gradcam layercam``), and scores the images that have a non-empty mask
+with the pointing game of :mod:`gradcam_kit.localization`: the peak of each map, found at
+the layer's own resolution and placed at its receptive field's centre, must lie within
+``--tolerance`` px (15 at 224x224, scaled to the input size) of the lesion. Beside every
+figure stand its **ceiling** (what a perfect map on that layer's grid scores on the same
+masks) and the **center baseline**.
 
-:func:`pointing_game` and :func:`center_baseline` work on any ``(B, H, W)`` maps and masks.
+It then picks the layer and method that localise best on the validation split (``--select-on
+val``) and writes that recommendation into the checkpoint, so that ``explain``, ``figures``,
+``compare``, the demo and ``ResNet50FineTuned.from_checkpoint`` draw with it by default.
 """
 
 from __future__ import annotations
@@ -27,6 +26,17 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .engine import min_max_normalize, upsample
+from .localization import (
+    POINTING_MODES,
+    REFERENCE_SIZE,
+    center_baseline,
+    peak_points,
+    point_hits,
+    pointing_ceiling,
+    pointing_game,
+    scaled_tolerance,
+)
 from .metrics import classification_metrics, format_metrics, json_safe
 
 __all__ = [
@@ -35,99 +45,90 @@ __all__ = [
     "center_baseline",
     "evaluate_pointing",
     "point_hits",
+    "pointing_ceiling",
     "pointing_game",
+    "recommend",
     "run",
     "scaled_tolerance",
 ]
 
 DEFAULT_LAYERS: tuple[str, ...] = ("layer1", "layer2", "layer3", "layer4", "layer4.2.conv3")
-REFERENCE_SIZE = 224
 
 
-def scaled_tolerance(tolerance_px: float, size: Sequence[int] | int, reference_size: int = REFERENCE_SIZE) -> float:
-    """``tolerance_px`` at ``reference_size`` converted to an image of ``size`` (shorter side)."""
-    side = size if isinstance(size, int) else min(size)
-    return float(tolerance_px) * side / reference_size
+class _Tally:
+    """Running hit counts of one evaluation, kept on the device until the end."""
+
+    def __init__(self, methods: Sequence[str], layers: Sequence[str]) -> None:
+        self.hits = {(method, layer): [] for method in methods for layer in layers}
+        self.ceiling: dict[str, list[Tensor]] = {layer: [] for layer in layers}
+        self.grids: dict[str, tuple[int, int]] = {}
+        self.centre: list[Tensor] = []
+        self.scored: list[Tensor] = []
+        self.logits: list[Tensor] = []
+        self.labels: list[Tensor] = []
+        self.kept: list[tuple[Tensor, Tensor, dict[str, Tensor], list[str]]] = []
+        self.kept_count = 0
+        self.tolerance: float | None = None
 
 
-def _check_masks(masks: Tensor, shape: torch.Size | None = None) -> Tensor:
-    if masks.ndim != 3:
-        raise ValueError(f"masks must be (B, H, W), got {tuple(masks.shape)}")
-    if shape is not None and masks.shape != shape:
-        raise ValueError(
-            f"heatmaps {tuple(shape)} and masks {tuple(masks.shape)} differ; resize the masks "
-            "to the heatmaps' size (nearest neighbour) first"
-        )
-    return masks.bool()
+def _unpack(batch: Sequence) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+    if len(batch) == 4:
+        return batch[0], batch[1], batch[2], batch[3]
+    images, labels, masks = batch
+    return images, labels, masks, None
 
 
-def point_hits(points: Tensor, masks: Tensor, tolerance_px: float) -> Tensor:
-    """Whether each ``(y, x)`` point lies within ``tolerance_px`` of its mask.
-
-    Args:
-        points: ``(B, 2)`` integer ``(row, column)`` pixel positions.
-        masks: ``(B, H, W)`` bool masks; an empty mask is never hit.
-        tolerance_px: the largest distance (pixels, Euclidean) that still counts as a hit.
-
-    Returns:
-        ``(B,)`` bool.
-    """
-    masks = _check_masks(masks)
-    if tolerance_px < 0:
-        raise ValueError(f"tolerance_px must be >= 0, got {tolerance_px}")
-    _, height, width = masks.shape
-    rows = torch.arange(height, device=masks.device, dtype=torch.float32)
-    cols = torch.arange(width, device=masks.device, dtype=torch.float32)
-    points = points.to(device=masks.device, dtype=torch.float32)
-    distance2 = (rows[None, :, None] - points[:, 0, None, None]) ** 2 + (
-        cols[None, None, :] - points[:, 1, None, None]
-    ) ** 2
-    nearest = distance2.masked_fill(~masks, float("inf")).flatten(1).amin(dim=1)
-    return nearest <= float(tolerance_px) ** 2
-
-
-def pointing_game(
-    heatmaps: Tensor,
-    masks: Tensor,
-    tolerance_px: float = 15.0,
+def _score_batch(
+    model: torch.nn.Module,
+    batch: Sequence,
+    tally: _Tally,
     *,
-    reference_size: int | None = None,
-) -> Tensor:
-    """Pointing-game hits: the maximum of each heatmap lies within ``tolerance_px`` of its mask.
-
-    Args:
-        heatmaps: ``(B, H, W)`` saliency maps (any scale; only the arg-max matters; the
-            first maximum in row-major order wins a tie).
-        masks: ``(B, H, W)`` bool ground truth at the heatmaps' size.
-        tolerance_px: tolerance in pixels of these maps, or at ``reference_size`` if given.
-        reference_size: the image side ``tolerance_px`` refers to (TorchRay: 15 px at
-            224): the tolerance is scaled to the maps' shorter side.
-
-    Returns:
-        ``(B,)`` bool hits. Images with an empty mask count as misses; leave them out of
-        the score (see :func:`evaluate_pointing`).
-    """
-    if heatmaps.ndim != 3:
-        raise ValueError(f"heatmaps must be (B, H, W), got {tuple(heatmaps.shape)}")
-    masks = _check_masks(masks, heatmaps.shape)
-    if reference_size is not None:
-        tolerance_px = scaled_tolerance(tolerance_px, tuple(heatmaps.shape[-2:]), reference_size)
-    width = heatmaps.shape[-1]
-    flat_max = heatmaps.detach().flatten(1).argmax(dim=1)
-    points = torch.stack([flat_max // width, flat_max % width], dim=1)
-    return point_hits(points, masks, tolerance_px)
-
-
-def center_baseline(
-    masks: Tensor, tolerance_px: float = 15.0, *, reference_size: int | None = None
-) -> Tensor:
-    """Hits of the baseline that always points at the image centre (``(H // 2, W // 2)``)."""
-    masks = _check_masks(masks)
-    height, width = masks.shape[-2:]
-    if reference_size is not None:
-        tolerance_px = scaled_tolerance(tolerance_px, (height, width), reference_size)
-    centre = torch.tensor([[height // 2, width // 2]], device=masks.device).expand(masks.shape[0], 2)
-    return point_hits(centre, masks, tolerance_px)
+    layers: list[str],
+    methods: list[str],
+    tolerance_px: float,
+    reference_size: int,
+    device: torch.device | str,
+    alignment: str,
+    mode: str,
+    overlays: int,
+    names: Sequence[str] | None,
+) -> None:
+    images, labels, masks, index = _unpack(batch)
+    images, labels, masks = images.to(device), labels.to(device), masks.to(device)
+    tolerance = tally.tolerance = scaled_tolerance(tolerance_px, tuple(images.shape[-2:]), reference_size)
+    has_mask = masks.flatten(1).any(dim=1)
+    single_logit = model.fc.out_features == 1
+    for method in methods:
+        logits, maps = model(
+            images,
+            return_gradcam=True,
+            gradcam_class_idx=0 if single_logit else labels,
+            gradcam_layers=layers,
+            gradcam_method=method,
+            gradcam_raw=True,
+        )
+        for layer in layers:
+            tally.hits[method, layer].append(
+                pointing_game(maps[layer], masks, tolerance, alignment=alignment, mode=mode)
+            )
+        if method != methods[0]:
+            continue
+        tally.logits.append(logits.float())
+        for layer in layers:
+            grid = tally.grids[layer] = tuple(maps[layer].shape[-2:])
+            tally.ceiling[layer].append(pointing_ceiling(masks, grid, tolerance, alignment=alignment))
+        if tally.kept_count < overlays:
+            chosen = has_mask.nonzero()[:, 0][: overlays - tally.kept_count]
+            if chosen.numel():
+                titles = [
+                    Path(names[int(index[i])]).name if names is not None and index is not None else f"image {tally.kept_count + n}"
+                    for n, i in enumerate(chosen.tolist())
+                ]
+                tally.kept.append((images[chosen], masks[chosen], {k: v[chosen] for k, v in maps.items()}, titles))
+                tally.kept_count += chosen.numel()
+    tally.labels.append(labels)
+    tally.scored.append(has_mask)
+    tally.centre.append(center_baseline(masks, tolerance))
 
 
 def evaluate_pointing(
@@ -141,13 +142,17 @@ def evaluate_pointing(
     device: torch.device | str = "cpu",
     overlays: int = 0,
     progress: bool = True,
-    alignment: str = "pixel",
+    alignment: str = "receptive-field",
+    mode: str = "unit",
+    names: Sequence[str] | None = None,
+    desc: str = "evaluate",
 ) -> dict[str, object]:
     """Classification metrics and the pointing game per method and layer of a ``ResNet50FineTuned``.
 
     Args:
         model: the model (Grad-CAM is enabled for the call and disabled again).
-        loader: yields ``(images, labels, masks)``; masks at the input size.
+        loader: yields ``(images, labels, masks)`` or ``(images, labels, masks, index)``;
+            masks at the input size.
         layers: candidate target layers, all explained in one forward pass per batch and method.
         methods: CAM method names (``"gradcam"``, ``"layercam"``, ...).
         tolerance_px: pointing-game tolerance at ``reference_size``.
@@ -156,108 +161,136 @@ def evaluate_pointing(
         overlays: keep this many positive images with the first method's maps for
             :func:`write_overlays`.
         progress: tqdm progress bar.
-        alignment: how maps are upsampled: ``"pixel"`` or ``"receptive-field"`` (see
-            :func:`gradcam_kit.engine.upsample`).
+        alignment: where each map unit is drawn: ``"receptive-field"`` or ``"pixel"``
+            (see :func:`gradcam_kit.engine.upsample`).
+        mode: how the peak is found: ``"unit"`` or ``"torchray"`` (see
+            :mod:`gradcam_kit.localization`).
+        names: file names of the dataset's samples, for the overlays' titles (with ``index``
+            in the batches).
+        desc: label of the progress bar.
 
     Returns:
         a dict with ``classification``, ``pointing_game`` (``{method: {layer: row}}``, a row
-        being ``{"hits", "total", "accuracy"}``), ``center_baseline`` (a row), ``best``
-        (``{"method", "layer", "accuracy"}``), the tolerance used and, with ``overlays``, the
-        kept tensors under ``"_overlays"``.
+        being ``{"hits", "total", "accuracy"}``), ``ceiling`` (``{layer: row}``),
+        ``center_baseline`` (a row), ``best`` (``{"method", "layer", "accuracy"}``), the
+        tolerance, alignment and mode used and, with ``overlays``, the kept tensors under
+        ``"_overlays"``.
     """
     from tqdm.auto import tqdm
 
     layers, methods = list(layers), list(methods)
     if not layers or not methods:
         raise ValueError("name at least one layer and one method")
+    if mode not in POINTING_MODES:
+        raise ValueError(f"mode must be one of {POINTING_MODES}, got {mode!r}")
+    tally = _Tally(methods, layers)
     was_training, was_enabled = model.training, model.gradcam_enabled
     model.eval()
     model.enable_gradcam_mode()
-    logits_all, labels_all = [], []
-    hits = {(method, layer): [] for method in methods for layer in layers}
-    centre_hits, scored = [], []
-    kept: list[tuple[Tensor, Tensor, dict[str, Tensor]]] = []
-    kept_count = 0
-    tolerance = None
     try:
         with torch.no_grad():
-            for images, labels, masks in tqdm(loader, desc="evaluate", disable=not progress, leave=False):
-                images, labels, masks = images.to(device), labels.to(device), masks.to(device)
-                tolerance = scaled_tolerance(tolerance_px, tuple(images.shape[-2:]), reference_size)
-                has_mask = masks.flatten(1).any(dim=1)
-                single_logit = model.fc.out_features == 1
-                for method in methods:
-                    logits, maps = model(
-                        images,
-                        return_gradcam=True,
-                        gradcam_class_idx=0 if single_logit else labels,
-                        gradcam_layers=layers,
-                        gradcam_method=method,
-                        gradcam_alignment=alignment,
-                    )
-                    for layer in layers:
-                        hits[method, layer].append(pointing_game(maps[layer], masks, tolerance))
-                    if method == methods[0]:
-                        logits_all.append(logits.float())
-                        if kept_count < overlays:
-                            chosen = has_mask.nonzero()[:, 0][: overlays - kept_count]
-                            if chosen.numel():
-                                kept.append((images[chosen], masks[chosen], {k: v[chosen] for k, v in maps.items()}))
-                                kept_count += chosen.numel()
-                labels_all.append(labels)
-                scored.append(has_mask)
-                centre_hits.append(center_baseline(masks, tolerance))
+            total = len(loader) if hasattr(loader, "__len__") else None
+            for batch in tqdm(loader, desc=desc, total=total, disable=not progress, leave=False):
+                _score_batch(
+                    model, batch, tally, layers=layers, methods=methods, tolerance_px=tolerance_px,
+                    reference_size=reference_size, device=device, alignment=alignment, mode=mode,
+                    overlays=overlays, names=names,
+                )
     finally:
         model.train(was_training)
         if not was_enabled:
             model.disable_gradcam_mode()
-    if not logits_all:
+    if not tally.logits:
         raise ValueError("the dataset is empty: nothing to evaluate")
-    logits, labels, scored_mask = torch.cat(logits_all), torch.cat(labels_all), torch.cat(scored)
-    total = int(scored_mask.sum())
-    keys = list(hits)
+    result = _summarise(tally, methods, layers)
+    result.update(
+        tolerance_px_at_reference=tolerance_px, reference_size=reference_size,
+        alignment=alignment, pointing_mode=mode,
+    )
+    if tally.kept:
+        result["_overlays"] = tally.kept
+    return result
+
+
+def _summarise(tally: _Tally, methods: list[str], layers: list[str]) -> dict[str, object]:
+    logits, labels, scored = torch.cat(tally.logits), torch.cat(tally.labels), torch.cat(tally.scored)
+    total = int(scored.sum())
+    keys = list(tally.hits)
     counts = torch.stack(
-        [torch.cat(hits[key])[scored_mask].sum() for key in keys] + [torch.cat(centre_hits)[scored_mask].sum()]
+        [torch.cat(tally.hits[key])[scored].sum() for key in keys]
+        + [torch.cat(tally.ceiling[layer])[scored].sum() for layer in layers]
+        + [torch.cat(tally.centre)[scored].sum()]
     ).tolist()  # the one host transfer of the scores
 
     def row(count: int) -> dict[str, object]:
         return {"hits": int(count), "total": total, "accuracy": count / total if total else None}
 
     table: dict[str, dict[str, dict[str, object]]] = {method: {} for method in methods}
-    for (method, layer), count in zip(keys, counts[:-1]):
+    for (method, layer), count in zip(keys, counts[: len(keys)]):
         table[method][layer] = row(count)
+    ceiling = {layer: row(c) for layer, c in zip(layers, counts[len(keys) : len(keys) + len(layers)])}
     best_method, best_layer = max(keys, key=lambda key: table[key[0]][key[1]]["hits"])
-    result: dict[str, object] = {
+    return {
         "classification": classification_metrics(logits, labels),
         "methods": methods,
         "layers": layers,
+        "grids": {layer: list(grid) for layer, grid in tally.grids.items()},
         "images": int(labels.numel()),
         "positives_with_masks": total,
-        "tolerance_px": tolerance,
-        "tolerance_px_at_reference": tolerance_px,
-        "reference_size": reference_size,
+        "tolerance_px": tally.tolerance,
         "pointing_game": table,
+        "ceiling": ceiling,
         "center_baseline": row(counts[-1]),
         "best": {
             "method": best_method, "layer": best_layer,
             "accuracy": table[best_method][best_layer]["accuracy"],
         } if total else None,
     }
-    if kept:
-        result["_overlays"] = kept
-    return result
+
+
+def recommend(selection: dict[str, object], split: str, report: dict[str, object] | None = None) -> dict[str, object] | None:
+    """The layer and method to explain with: the best pointing figure on ``selection``.
+
+    Ties go to the first layer and method in the order evaluated. Returns ``None`` when the
+    selection split has no image with a mask. ``report`` (another split's result) adds that
+    split's figure for the same layer and method.
+    """
+    best = selection.get("best")
+    if not best:
+        return None
+    layer, method = best["layer"], best["method"]
+    recommendation = {
+        "layer": layer,
+        "method": method,
+        "alignment": selection["alignment"],
+        "pointing": best["accuracy"],
+        "ceiling": selection["ceiling"][layer]["accuracy"],
+        "center_baseline": selection["center_baseline"]["accuracy"],
+        "split": split,
+        "images": selection["positives_with_masks"],
+        "tolerance_px": selection["tolerance_px"],
+        "pointing_mode": selection["pointing_mode"],
+    }
+    if report is not None and report is not selection and method in report["pointing_game"]:
+        row = report["pointing_game"][method].get(layer)
+        if row is not None:
+            recommendation["report_pointing"] = row["accuracy"]
+    return recommendation
 
 
 def write_overlays(
-    kept: list[tuple[Tensor, Tensor, dict[str, Tensor]]],
+    kept: list[tuple[Tensor, Tensor, dict[str, Tensor], list[str]]],
     out_dir: str | Path,
     *,
     mean: Sequence[float],
     std: Sequence[float],
+    alignment: str = "receptive-field",
+    method: str = "gradcam",
     scale: int = 2,
 ) -> list[Path]:
     """One PNG per image: the input, then the overlay of each layer (mask outline in green,
-    the map's maximum as a white cross). Returns the paths written."""
+    the map's peak as a white cross), each under a title naming the image or the layer.
+    Returns the paths written."""
     from PIL import Image
 
     from .preprocess import denormalize
@@ -267,68 +300,120 @@ def write_overlays(
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     index = 0
-    for images, masks, maps in kept:
+    for images, masks, maps, titles in kept:
         base = denormalize(images, mean=mean, std=std)
+        size = tuple(images.shape[-2:])
         floats = masks.float()[:, None]
         outline = (F.max_pool2d(floats, 3, 1, 1) - floats)[:, 0].bool()
         panels = [base]
-        for heatmap in maps.values():
+        for raw in maps.values():
+            heatmap = min_max_normalize(upsample(raw.float(), size, alignment=alignment))
             _, overlaid = overlay(base, heatmap)
             overlaid = overlaid.clone()
             overlaid[outline] = torch.tensor([0, 255, 0], dtype=torch.uint8, device=overlaid.device)
-            width = heatmap.shape[-1]
-            peak = heatmap.flatten(1).argmax(dim=1)
-            rows, cols = peak // width, peak % width
-            for offset in range(-2, 3):  # a small cross at each map's maximum
-                overlaid[torch.arange(len(rows)), (rows + offset).clamp(0, heatmap.shape[-2] - 1), cols] = 255
-                overlaid[torch.arange(len(rows)), rows, (cols + offset).clamp(0, width - 1)] = 255
+            _draw_crosses(overlaid, peak_points(raw, size, alignment))
             panels.append(overlaid)
         strips = torch.cat(panels, dim=2)
         if scale > 1:
             strips = strips.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
-        for strip in to_numpy_images(strips):
+        for strip, title in zip(to_numpy_images(strips), titles):
             path = out_dir / f"overlay_{index:03d}.png"
-            Image.fromarray(strip).save(path)
+            labels = [title] + [f"{layer} ({method})" for layer in maps]
+            _titled(Image.fromarray(strip), labels).save(path)
             written.append(path)
             index += 1
     return written
 
 
-def format_table(result: dict[str, object]) -> str:
-    """The printed summary: classification line, then a layers x methods pointing-game table."""
+def _draw_crosses(pictures: Tensor, points: Tensor) -> None:
+    """A small white cross at each finite ``(y, x)`` point, in place on ``(B, 3, H, W)``."""
+    height, width = pictures.shape[-2:]
+    finite = torch.isfinite(points).all(dim=1)
+    rows = points[:, 0].nan_to_num(0).round().long().clamp(0, height - 1)
+    cols = points[:, 1].nan_to_num(0).round().long().clamp(0, width - 1)
+    batch = torch.arange(len(rows), device=pictures.device)[finite]
+    rows, cols = rows[finite], cols[finite]
+    for offset in range(-2, 3):
+        pictures[batch, :, (rows + offset).clamp(0, height - 1), cols] = 255
+        pictures[batch, :, rows, (cols + offset).clamp(0, width - 1)] = 255
+
+
+def _titled(strip, labels: Sequence[str]):
+    """The strip below a title bar with one label per panel."""
+    from PIL import Image, ImageDraw
+
+    from .render import fit_text, title_font
+
+    panel = strip.width // len(labels)
+    bar = 18
+    canvas = Image.new("RGB", (strip.width, strip.height + bar), (29, 35, 48))
+    canvas.paste(strip, (0, bar))
+    draw, font = ImageDraw.Draw(canvas), title_font(12)
+    for n, label in enumerate(labels):
+        draw.text((n * panel + 3, 2), fit_text(label, font, panel - 6), fill=(235, 238, 245), font=font)
+    return canvas
+
+
+def format_table(result: dict[str, object], recommendation: dict[str, object] | None = None) -> str:
+    """The printed summary: classification line, then a layers x methods pointing-game table
+    with each layer's ceiling and the center baseline."""
     lines = [f"classification ({result['images']} images): {format_metrics(result['classification'])}"]
     total = result["positives_with_masks"]
     if not total:
         lines.append("pointing game: no image with a non-empty mask; nothing to score")
         return "\n".join(lines)
     lines.append(
-        f"pointing game on {total} positives with masks (hit: the map's maximum within "
+        f"pointing game on {total} positives with masks (hit: the map's peak, found at the "
+        f"layer's resolution ({result['pointing_mode']} mode, {result['alignment']} alignment), within "
         f"{result['tolerance_px']:.1f} px of the mask = {result['tolerance_px_at_reference']:g} px at "
         f"{result['reference_size']}x{result['reference_size']}):"
     )
     methods, table = result["methods"], result["pointing_game"]
-    lines.append(f"  {'layer':<18}" + "".join(f"{m:>12}" for m in methods))
+    lines.append(f"  {'layer':<16}{'grid':>7}" + "".join(f"{m:>11}" for m in methods) + f"{'ceiling':>10}")
     for layer in result["layers"]:
-        cells = "".join(f"{table[m][layer]['accuracy']:>12.3f}" for m in methods)
-        lines.append(f"  {layer:<18}{cells}")
-    lines.append(f"  {'center baseline':<18}{result['center_baseline']['accuracy']:>12.3f}")
+        grid = "x".join(str(g) for g in result["grids"].get(layer, ()))
+        cells = "".join(f"{table[m][layer]['accuracy']:>11.3f}" for m in methods)
+        lines.append(f"  {layer:<16}{grid:>7}{cells}{result['ceiling'][layer]['accuracy']:>10.3f}")
+    lines.append(f"  {'center baseline':<23}{result['center_baseline']['accuracy']:>11.3f}")
     best = result["best"]
-    lines.append(f"  best: {best['layer']} with {best['method']} ({best['accuracy']:.3f})")
+    lines.append(f"  best here: {best['layer']} with {best['method']} ({best['accuracy']:.3f})")
+    if recommendation:
+        lines.append(_recommendation_line(recommendation))
     return "\n".join(lines)
+
+
+def _recommendation_line(rec: dict[str, object]) -> str:
+    text = (
+        f"recommended: {rec['layer']} with {rec['method']}: pointing {rec['pointing']:.2f} on "
+        f"{rec['split']} (ceiling {rec['ceiling']:.2f}, center baseline {rec['center_baseline']:.2f})"
+    )
+    if rec.get("report_pointing") is not None:
+        text += f"; {rec['report_pointing']:.2f} on the reported split"
+    return text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m gradcam_kit evaluate``."""
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by train (best.pt)")
     parser.add_argument("--data", required=True, help="dataset root, split folder or path,label,mask CSV")
-    parser.add_argument("--split", default="test", help="split folder inside --data, if present (default: %(default)s)")
-    parser.add_argument("--layers", nargs="+", default=list(DEFAULT_LAYERS), help="candidate target layers (default: %(default)s)")
+    parser.add_argument("--split", default="test", help="split folder inside --data to report on, if present (default: %(default)s)")
     parser.add_argument(
-        "--method", "--methods", dest="methods", nargs="+", default=["gradcam"],
-        help="CAM method(s), e.g. gradcam layercam gradcam++; one forward pass each (default: %(default)s)",
+        "--select-on", default="val", metavar="SPLIT",
+        help="split that picks the recommended layer and method, written into the checkpoint "
+        "(default: %(default)s; 'none': recommend nothing; without that split: the reported one)",
+    )
+    parser.add_argument("--layers", "--layer", dest="layers", nargs="+", default=list(DEFAULT_LAYERS), help="candidate target layers (default: %(default)s)")
+    parser.add_argument(
+        "--method", "--methods", dest="methods", nargs="+", default=["gradcam", "gradcam++", "layercam"],
+        help="CAM method(s); one forward pass each (default: %(default)s)",
     )
     parser.add_argument("--tolerance", type=float, default=15.0, help="pointing-game tolerance in px at 224x224, scaled to the input size (default: %(default)s)")
-    parser.add_argument("--image-size", type=int, default=None, help="input size (default: the checkpoint's)")
+    parser.add_argument(
+        "--pointing-mode", choices=list(POINTING_MODES), default="unit",
+        help="unit: the peak at the layer's resolution, at its receptive field's centre; torchray: "
+        "upsample, then the first maximal pixel, as in published figures (default: %(default)s)",
+    )
+    parser.add_argument("--image-size", "--size", dest="image_size", type=int, default=None, help="input size (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=16, help="(default: %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: %(default)s)")
@@ -336,20 +421,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overlays", type=int, default=0, help="write overlays of this many positives (default: %(default)s)")
     parser.add_argument("--overlay-dir", default=None, help="(default: <checkpoint folder>/overlays)")
     parser.add_argument(
-        "--alignment", choices=["pixel", "receptive-field"], default="pixel",
-        help="upsampling of the maps: the usual bilinear resize, or each unit on its receptive "
-        "field's centre (default: %(default)s)",
+        "--alignment", choices=["receptive-field", "pixel"], default="receptive-field",
+        help="where each map unit is drawn: on its receptive field's centre, or where the usual "
+        "bilinear resize puts it, (s - 1) / 2 px down and right (default: %(default)s)",
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
+def _split_dir(data: Path, split: str | None) -> str | None:
+    if split and split.lower() != "none" and ((data / split).is_dir() or (data / f"{split}.csv").is_file()):
+        return split
+    return None
+
+
+def _evaluate_split(model, args, data: Path, split: str | None, metadata: dict, size, mean, std, device, overlays: int) -> dict:
+    from .data import ImageDataset
+    from .preprocess import build_transform
+
+    dataset = ImageDataset.from_source(
+        data, split, class_names=metadata.get("class_names"),
+        transform=build_transform(size, mean=mean, std=std), mask_size=size, return_index=True,
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+    return evaluate_pointing(
+        model, loader, layers=args.layers, methods=args.methods, tolerance_px=args.tolerance,
+        device=device, overlays=overlays, progress=args.progress, alignment=args.alignment,
+        mode=args.pointing_mode, names=[str(sample.path) for sample in dataset.samples],
+        desc=f"evaluate {split or data.name}",
+    )
+
+
 def run(args: argparse.Namespace) -> int:
-    """Evaluates, prints the table, writes the JSON; returns 0."""
+    """Evaluates, prints the table, writes the JSON and the recommendation; returns 0."""
     from resnet50 import ResNet50FineTuned
 
-    from .checkpoint import load_checkpoint
-    from .data import ImageDataset
-    from .preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform
+    from .checkpoint import load_checkpoint, update_checkpoint
+    from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     checkpoint = Path(args.checkpoint)
     metadata = load_checkpoint(checkpoint)
@@ -361,22 +468,28 @@ def run(args: argparse.Namespace) -> int:
     mean = tuple(metadata.get("mean") or IMAGENET_MEAN)
     std = tuple(metadata.get("std") or IMAGENET_STD)
     data = Path(args.data)
-    split = args.split if args.split and ((data / args.split).is_dir() or (data / f"{args.split}.csv").is_file()) else None
-    dataset = ImageDataset.from_source(
-        data, split, class_names=metadata.get("class_names"),
-        transform=build_transform(size, mean=mean, std=std), mask_size=size,
-    )
-    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
-    result = evaluate_pointing(
-        model, loader, layers=args.layers, methods=args.methods, tolerance_px=args.tolerance,
-        device=device, overlays=args.overlays, progress=args.progress, alignment=args.alignment,
-    )
+    split = _split_dir(data, args.split)
+    result = _evaluate_split(model, args, data, split, metadata, size, mean, std, device, args.overlays)
     kept = result.pop("_overlays", None)
+    selection, selected_on = result, split or data.name
+    select_split = _split_dir(data, args.select_on)
+    if args.select_on.lower() == "none":
+        selection = None
+    elif select_split is not None and select_split != split:
+        selection = _evaluate_split(model, args, data, select_split, metadata, size, mean, std, device, 0)
+        selected_on = select_split
+    recommendation = recommend(selection, selected_on, report=result) if selection is not None else None
     result.update(
         checkpoint=str(checkpoint), data=str(data / split) if split else str(data),
-        input_size=list(size), alignment=args.alignment,
+        input_size=list(size), recommended=recommendation,
+        selection=None if selection is None or selection is result else {
+            k: selection[k] for k in ("pointing_game", "ceiling", "center_baseline", "positives_with_masks")
+        },
     )
-    print(format_table(result))
+    print(format_table(result, recommendation))
+    if recommendation is not None:
+        update_checkpoint(checkpoint, recommended=json_safe(recommendation))
+        print(f"written into {checkpoint}: explain, figures, compare and the demo now draw {recommendation['layer']} with {recommendation['method']}")
     json_path = Path(args.json) if args.json else checkpoint.parent / "evaluation.json"
     json_path.parent.mkdir(parents=True, exist_ok=True)
     with open(json_path, "w") as handle:
@@ -384,9 +497,9 @@ def run(args: argparse.Namespace) -> int:
     print(f"results: {json_path}")
     if kept:
         overlay_dir = Path(args.overlay_dir) if args.overlay_dir else checkpoint.parent / "overlays"
-        written = write_overlays(kept, overlay_dir, mean=mean, std=std)
+        written = write_overlays(kept, overlay_dir, mean=mean, std=std, alignment=args.alignment, method=args.methods[0])
         print(
             f"overlays ({args.methods[0]}: {', '.join(['input', *args.layers])}; mask outline green, "
-            f"maximum as a white cross): {len(written)} in {overlay_dir}"
+            f"peak as a white cross): {len(written)} in {overlay_dir}"
         )
     return 0

@@ -1,4 +1,5 @@
-"""Pointing game (TorchRay's definition), center baseline and the evaluate command."""
+"""Pointing game on full-resolution maps (TorchRay's definition), center baseline and the
+evaluate command (its table, JSON, overlays and the recommendation it writes)."""
 
 from __future__ import annotations
 
@@ -57,6 +58,7 @@ def test_matches_torchray_style_reference():
         dilated = cv2.dilate(mask.astype(np.uint8), disc) > 0
         expected.append(bool(dilated[np.unravel_index(heatmap.argmax(), heatmap.shape)]))
     assert pointing_game(heatmaps, masks, tolerance_px=tolerance).tolist() == expected
+    assert pointing_game(heatmaps, masks, tolerance_px=tolerance, mode="torchray").tolist() == expected
     assert sum(expected) > 5  # the comparison is not vacuous
 
 
@@ -68,8 +70,12 @@ def test_center_baseline():
 
 
 def test_bad_input():
-    with pytest.raises(ValueError, match="differ"):
-        pointing_game(torch.zeros(2, 8, 8), torch.zeros(2, 4, 4, dtype=torch.bool))
+    with pytest.raises(ValueError, match="one mask per heatmap"):
+        pointing_game(torch.zeros(2, 8, 8), torch.zeros(3, 32, 32, dtype=torch.bool))
+    with pytest.raises(ValueError, match="mode must be one of"):
+        pointing_game(torch.zeros(2, 8, 8), torch.zeros(2, 32, 32, dtype=torch.bool), mode="argmax")
+    with pytest.raises(ValueError, match="alignment must be one of"):
+        pointing_game(torch.zeros(2, 8, 8), torch.zeros(2, 32, 32, dtype=torch.bool), alignment="corner")
     with pytest.raises(ValueError, match=r"\(B, H, W\)"):
         pointing_game(torch.zeros(8, 8), torch.zeros(8, 8, dtype=torch.bool))
 
@@ -111,8 +117,11 @@ def test_evaluate_command_all_layers_in_one_table(tmp_path, capsys):
     model.enable_gradcam_mode()
     for method in ("gradcam", "layercam"):
         for layer in layers:
-            _, heatmap = model(images, return_gradcam=True, gradcam_class_idx=labels, gradcam_layers=layer, gradcam_method=method)
-            hits = pointing_game(heatmap, masks, tolerance_px=15 * 32 / 224)[masks.flatten(1).any(1)]
+            _, raw = model(
+                images, return_gradcam=True, gradcam_class_idx=labels, gradcam_layers=layer,
+                gradcam_method=method, gradcam_raw=True,
+            )
+            hits = pointing_game(raw, masks, tolerance_px=15 * 32 / 224)[masks.flatten(1).any(1)]
             assert result["pointing_game"][method][layer]["hits"] == int(hits.sum()), (method, layer)
     centre = center_baseline(masks, 15 * 32 / 224)[masks.flatten(1).any(1)]
     assert result["center_baseline"]["hits"] == int(centre.sum())
@@ -135,7 +144,7 @@ def test_single_logit_head_from_a_csv(tmp_path):
     images, _, masks = next(iter(loader))
     model.enable_gradcam_mode()
     # a single logit: the positive decision (the logit itself) is explained
-    _, heatmap = model(images, return_gradcam=True, gradcam_class_idx=0, gradcam_layers="layer1")
-    hits = pointing_game(heatmap, masks, tolerance_px=15 * 32 / 224)[masks.flatten(1).any(1)]
+    _, raw = model(images, return_gradcam=True, gradcam_class_idx=0, gradcam_layers="layer1", gradcam_raw=True)
+    hits = pointing_game(raw, masks, tolerance_px=15 * 32 / 224)[masks.flatten(1).any(1)]
     assert result["pointing_game"]["gradcam"]["layer1"]["hits"] == int(hits.sum())
     assert not model.training
