@@ -22,6 +22,7 @@ from torchvision.models import ResNet50_Weights
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from gradcam_kit.checkpoint import (
+    explanation_choice,
     extract_state_dict,
     load_checkpoint,
     load_into,
@@ -29,7 +30,7 @@ from gradcam_kit.checkpoint import (
 )
 from gradcam_kit.engine import CAMEngine
 from gradcam_kit.methods import CAMMethod
-from gradcam_kit.preprocess import denormalize, preprocess
+from gradcam_kit.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize, preprocess
 from gradcam_kit.render import images_to_tensor, overlay, to_numpy_images
 
 __all__ = ["ResNet50FineTuned", "preprocess"]
@@ -49,8 +50,11 @@ class ResNet50FineTuned(ResNet):
             random initialisation, or the path of a checkpoint of this model (which then
             includes the head).
         target_layer: the layer Grad-CAM explains, by name or ``layer4[-1].conv3`` form.
-        gradcam_method: ``"gradcam"`` (default) or another method of
-            :mod:`gradcam_kit.methods`; can be changed per call.
+            ``None``: ``layer4[-1].conv3``, or, when ``weights`` is a checkpoint, the layer it
+            names (the one ``evaluate`` recommended, else the one ``train`` stored); see
+            :attr:`gradcam_choice`.
+        gradcam_method: ``"gradcam"`` or another method of :mod:`gradcam_kit.methods`; can be
+            changed per call. ``None``: Grad-CAM, or the checkpoint's recommended method.
 
     Raises:
         RuntimeError: ImageNet weights were asked for but are neither cached nor
@@ -68,8 +72,8 @@ class ResNet50FineTuned(ResNet):
         enable_gradcam: bool = False,
         *,
         weights: ResNet50_Weights | str | os.PathLike | None = "DEFAULT",
-        target_layer: str = DEFAULT_TARGET_LAYER,
-        gradcam_method: str | CAMMethod = "gradcam",
+        target_layer: str | None = None,
+        gradcam_method: str | CAMMethod | None = None,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
@@ -79,15 +83,26 @@ class ResNet50FineTuned(ResNet):
             self.load_state_dict(torchvision_state_dict(_imagenet_weights(weights)))
         self.fc = nn.Linear(self.fc.in_features, num_classes)
         self.class_names: list[str] | None = None
+        self.input_size: tuple[int, int] | None = None
+        self.mean, self.std = IMAGENET_MEAN, IMAGENET_STD
+        loaded: dict = {}
         if checkpoint is not None:
             loaded = load_checkpoint(checkpoint)
             load_into(self, extract_state_dict(loaded, source=str(checkpoint)), source=str(checkpoint))
-            names = loaded.get("class_names")
-            self.class_names = list(names) if isinstance(names, (list, tuple)) else None
+            self._read_metadata(loaded)
         if freeze_features:
             for name, parameter in self.named_parameters():
                 parameter.requires_grad_(name.startswith("fc."))
-        self._gradcam = CAMEngine(self, target_layer, method=gradcam_method)
+        choice = explanation_choice(loaded, DEFAULT_TARGET_LAYER)
+        if target_layer is not None or gradcam_method is not None:
+            choice = {
+                "layer": target_layer or choice["layer"],
+                "method": gradcam_method or choice["method"],
+                "source": "chosen by the caller",
+            }
+        #: ``{"layer", "method", "source"}``: what Grad-CAM explains by default, and why.
+        self.gradcam_choice: dict[str, object] = choice
+        self._gradcam = CAMEngine(self, choice["layer"], method=choice["method"])
         if enable_gradcam:
             self.enable_gradcam_mode()
 
@@ -98,7 +113,9 @@ class ResNet50FineTuned(ResNet):
         The size comes from the checkpoint's ``num_classes`` entry (written by
         :func:`gradcam_kit.checkpoint.save_checkpoint`), else from the shape of its
         ``fc.weight`` (also under a ``module.`` prefix). Other keyword arguments go to the
-        constructor.
+        constructor: ``from_checkpoint(path)`` is ``ResNet50FineTuned(num_classes,
+        weights=path)`` with the head size read for you, and both explain the layer and
+        method the checkpoint names (see :attr:`gradcam_choice`).
 
         Raises:
             FileNotFoundError: no file at ``path``.
@@ -115,8 +132,37 @@ class ResNet50FineTuned(ResNet):
                     "pass num_classes=... or load it with ResNet50FineTuned(num_classes, weights=path)"
                 )
             num_classes = heads[0].shape[0]
-        kwargs.setdefault("target_layer", loaded.get("target_layer", DEFAULT_TARGET_LAYER))
         return cls(int(num_classes), weights=path, **kwargs)
+
+    def _read_metadata(self, loaded: dict) -> None:
+        names = loaded.get("class_names")
+        self.class_names = list(names) if isinstance(names, (list, tuple)) else None
+        size = loaded.get("input_size")
+        if isinstance(size, int):
+            self.input_size = (size, size)
+        elif isinstance(size, (list, tuple)) and len(size) == 2:
+            self.input_size = (int(size[0]), int(size[1]))
+        if loaded.get("mean") and loaded.get("std"):
+            self.mean, self.std = tuple(loaded["mean"]), tuple(loaded["std"])
+
+    def preprocess(self, image: object, *, device: torch.device | str | None = None) -> Tensor:
+        """One image -> a ``(1, 3, H, W)`` batch at the size and normalisation this model was
+        trained with (stored in its checkpoint; else 224x224 and ImageNet's mean and std).
+
+        Args:
+            image: a path, PIL image, array or uint8 tensor (see :func:`preprocess`).
+            device: where to put the batch (default: the model's device).
+        """
+        from gradcam_kit.preprocess import build_transform, load_image, to_8bit
+
+        if isinstance(image, (str, os.PathLike)):
+            image = load_image(image)
+        elif not isinstance(image, Tensor):
+            image = to_8bit(image)
+        transform = build_transform(self.input_size or 224, mean=self.mean, std=self.std)
+        if device is None:
+            device = next(self.parameters()).device
+        return transform(image).unsqueeze(0).to(device)
 
     # -- timm-style split: features, then head --------------------------------------
     def forward_features(self, x: Tensor) -> Tensor:
@@ -138,7 +184,7 @@ class ResNet50FineTuned(ResNet):
         gradcam_layers: str | Sequence[str] | None = None,
         gradcam_raw: bool = False,
         gradcam_score_fn: Callable[[Tensor], Tensor] | None = None,
-        gradcam_alignment: str = "pixel",
+        gradcam_alignment: str = "receptive-field",
     ) -> Tensor | tuple[Tensor, Tensor | dict[str, Tensor]]:
         """Logits, and optionally a Grad-CAM heatmap from the same forward pass.
 
@@ -155,10 +201,10 @@ class ResNet50FineTuned(ResNet):
                 input), after ReLU and before any normalisation.
             gradcam_score_fn: ``logits -> (B,) scores`` to explain instead of a class, e.g.
                 ``lambda z: -z[:, 0]`` for the negative decision of a single-logit head.
-            gradcam_alignment: ``"pixel"`` (the usual bilinear resize, as in
-                pytorch-grad-cam) or ``"receptive-field"``, which puts each unit of the map on
-                the centre of its receptive field instead of shifting it (s - 1) / 2 px down
-                and right (15.5 px for ``layer4`` at 224x224); see
+            gradcam_alignment: ``"receptive-field"`` (default) puts each unit of the map on
+                the centre of its receptive field, exact for ResNets; ``"pixel"`` is the usual
+                bilinear resize of pytorch-grad-cam and torchcam, which draws every unit
+                (s - 1) / 2 px down and right of it (15.5 px for ``layer4`` at 224x224); see
                 :func:`gradcam_kit.engine.upsample`.
 
         Returns:

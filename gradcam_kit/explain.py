@@ -37,7 +37,6 @@ import warnings
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +53,9 @@ from .inputs import (
     normalize_batch,
 )
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+from .render import fit_text as _fit
 from .render import overlay, parse_colormap
+from .render import title_font as _font
 
 __all__ = ["Geometry", "add_arguments", "compose_canvases", "run", "write_contact_sheet"]
 
@@ -347,24 +348,6 @@ def _gradcam_kwargs(num_outputs: int, class_idx: int | None, method: str) -> dic
 
 
 # -- host side: titles, PNGs ----------------------------------------------------------
-@lru_cache(maxsize=8)
-def _font(size: int):
-    from PIL import ImageFont
-
-    try:
-        return ImageFont.load_default(size=size)  # scalable (FreeType), Pillow >= 10.1
-    except TypeError:  # older Pillow: the fixed-size bitmap font
-        return ImageFont.load_default()
-
-
-def _fit(text: str, font, width: int) -> str:
-    if font.getlength(text) <= width:
-        return text
-    while text and font.getlength(text + "…") > width:
-        text = text[:-1]
-    return text + "…"
-
-
 def _write_canvas(canvas: np.ndarray, path: Path, titles: Sequence[tuple[str, tuple]], geometry: Geometry, compression: int) -> float:
     from PIL import Image, ImageDraw
 

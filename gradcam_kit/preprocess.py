@@ -74,23 +74,68 @@ def build_transform(
     )
 
 
-def to_8bit(image: Image.Image) -> Image.Image:
-    """An opened image as 8-bit ``"L"`` (grayscale) or ``"RGB"``, ready for the transforms.
+def to_8bit(image: Image.Image | np.ndarray) -> Image.Image:
+    """An image as 8-bit ``"L"`` (grayscale) or ``"RGB"``, ready for the transforms.
 
-    16-bit and 32-bit grayscale images (``I;16``, ``I``, ``F``: the usual export of X-ray
-    DICOMs) are stretched from their own minimum and maximum to 0-255; PIL's plain
-    ``convert("L")`` would clip every value above 255 to white. A constant image becomes 0.
+    The one rule for pixel values, whether the image comes as a file, a PIL image or an
+    array:
+
+    * 8-bit (``L``, ``RGB``, ``uint8`` arrays) stays as it is; palette, alpha and other
+      8-bit modes are converted to ``L`` or ``RGB``.
+    * Integer images of more than 8 bits (``I;16``, ``I``, ``uint16``/``int32`` arrays: the
+      usual export of X-ray DICOMs) are stretched from their own minimum and maximum to
+      0-255. PIL's plain ``convert("L")`` would clip every value above 255 to white.
+    * Float images (``F``, float arrays) holding values in ``[0, 1]`` are scaled by 255;
+      other float images are stretched like 16-bit ones. NaN counts as the minimum.
+    * A constant image that is not 8-bit becomes 0.
+
+    Raises:
+        TypeError: not a PIL image or numpy array.
+        ValueError: an array that is not ``(H, W)``, ``(H, W, 1)``, ``(H, W, 3)`` or
+            ``(H, W, 4)``.
     """
-    if image.mode in ("L", "RGB"):
-        return image
-    if image.mode in ("1", "P", "LA", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "La", "RGBa"):
-        return image.convert("L" if image.mode in ("1", "LA", "La") else "RGB")
-    values = np.asarray(image, dtype=np.float64)
-    if values.ndim != 2:
-        return image.convert("RGB")
-    low, high = float(values.min()), float(values.max())
-    scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-    return Image.fromarray(np.round(scaled).astype(np.uint8), mode="L")
+    if isinstance(image, Image.Image):
+        if image.mode in ("L", "RGB"):
+            return image
+        if image.mode in ("1", "P", "LA", "PA", "RGBA", "CMYK", "YCbCr", "LAB", "HSV", "La", "RGBa"):
+            return image.convert("L" if image.mode in ("1", "LA", "La") else "RGB")
+        values = np.asarray(image)
+        if values.ndim != 2:
+            return image.convert("RGB")
+    elif isinstance(image, np.ndarray):
+        values = image
+    else:
+        raise TypeError(f"expected a PIL image or an (H, W[, C]) array, got {type(image).__name__}")
+    if values.ndim == 3 and values.shape[2] in (1, 3, 4):
+        values = values[:, :, 0] if values.shape[2] == 1 else values[:, :, :3]
+    if values.ndim not in (2, 3) or (values.ndim == 3 and values.shape[2] != 3) or 0 in values.shape:
+        raise ValueError(
+            f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), got {values.shape}"
+        )
+    mode = "L" if values.ndim == 2 else "RGB"
+    if values.dtype == np.uint8:
+        return Image.fromarray(np.ascontiguousarray(values), mode=mode)
+    return Image.fromarray(_stretch_to_uint8(values), mode=mode)
+
+
+def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:
+    if values.dtype == np.bool_:
+        return values.astype(np.uint8) * 255
+    if not (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating)):
+        raise ValueError(f"expected integer or float image data, got dtype {values.dtype}")
+    floats = values.astype(np.float64)
+    finite = np.isfinite(floats)
+    if not finite.any():
+        return np.zeros(values.shape, np.uint8)
+    low, high = float(floats[finite].min()), float(floats[finite].max())
+    floats = np.where(finite, floats, low)
+    if np.issubdtype(values.dtype, np.floating) and low >= 0.0 and high <= 1.0:
+        scaled = floats * 255.0
+    elif high > low:
+        scaled = (floats - low) * (255.0 / (high - low))
+    else:
+        scaled = np.zeros_like(floats)
+    return np.round(scaled).clip(0, 255).astype(np.uint8)
 
 
 def open_image(path: str | Path) -> Image.Image:
@@ -122,14 +167,25 @@ def load_image(path: str | Path) -> Image.Image:
 
 
 def preprocess(
-    image: Image.Image | str | Path | Tensor,
+    image: Image.Image | str | Path | np.ndarray | Tensor,
     size: int | Sequence[int] = 224,
     *,
     device: torch.device | str | None = None,
 ) -> Tensor:
-    """One image (PIL, path or uint8 tensor) -> a ``(1, 3, H, W)`` batch ready for the model."""
+    """One image -> a ``(1, 3, H, W)`` batch ready for the model.
+
+    Args:
+        image: a path, a PIL image, a numpy array (``(H, W)`` or ``(H, W, C)``) or a uint8
+            ``(C, H, W)`` tensor. 16-bit and float images are brought to 8 bits by one rule
+            (see :func:`to_8bit`), the same for a path, a PIL image and an array.
+        size: the model's input size: use the size the model was trained at (a checkpoint
+            stores it; ``model.preprocess(image)`` uses it for you).
+        device: where to put the batch.
+    """
     if isinstance(image, (str, Path)):
         image = load_image(image)
+    elif isinstance(image, (Image.Image, np.ndarray)):
+        image = to_8bit(image)
     batch = build_transform(size)(image).unsqueeze(0)
     return batch.to(device) if device is not None else batch
 

@@ -73,46 +73,28 @@ def blend(images: Tensor, colored: Tensor, alpha: float = 0.5) -> Tensor:
 
 
 def images_to_tensor(image: object, device: torch.device | str = "cpu") -> Tensor:
-    """A PIL image or array (grayscale or RGB/RGBA, uint8 or float in [0, 1]) -> ``(H, W, 3)`` uint8.
+    """A PIL image, array or tensor (grayscale or RGB/RGBA) -> ``(H, W, 3)`` uint8 RGB.
+
+    Pixel values follow :func:`gradcam_kit.preprocess.to_8bit`: 8-bit as is, 16-bit and
+    32-bit stretched from their minimum to their maximum, float in ``[0, 1]`` scaled by 255.
 
     Raises:
         TypeError: not a PIL image, numpy array or tensor.
-        ValueError: an unsupported shape, dtype or value range.
+        ValueError: an unsupported shape or dtype.
     """
-    try:
-        from PIL import Image
-    except ImportError:  # pragma: no cover - pillow is a requirement
-        Image = None  # type: ignore[assignment]
-    if Image is not None and isinstance(image, Image.Image):
-        image = np.asarray(image.convert("RGB") if image.mode not in ("L", "RGB") else image)
-    if isinstance(image, np.ndarray):
-        array = image
-    elif isinstance(image, Tensor):
-        array = image.detach().cpu().numpy()
-    else:
+    from PIL import Image
+
+    from .preprocess import to_8bit
+
+    if isinstance(image, Tensor):
+        image = image.detach().cpu().numpy()
+    if not isinstance(image, (Image.Image, np.ndarray)):
         raise TypeError(
             f"expected a PIL image or an (H, W[, C]) array, got {type(image).__name__}"
         )
-    if array.ndim == 3 and array.shape[2] == 1:
-        array = array[:, :, 0]
+    array = np.asarray(to_8bit(image))
     if array.ndim == 2:
         array = np.repeat(array[:, :, None], 3, axis=2)
-    if array.ndim != 3 or array.shape[2] not in (3, 4):
-        raise ValueError(
-            f"expected an image of shape (H, W), (H, W, 1), (H, W, 3) or (H, W, 4), "
-            f"got {array.shape}"
-        )
-    array = array[:, :, :3]
-    if array.dtype == np.uint8:
-        pass
-    elif np.issubdtype(array.dtype, np.floating):
-        if array.size and (np.nanmin(array) < 0 or np.nanmax(array) > 1):
-            raise ValueError(
-                "a float image must hold values in [0, 1]; scale it or pass uint8 values"
-            )
-        array = np.round(np.nan_to_num(array) * 255).astype(np.uint8)
-    else:
-        raise ValueError(f"expected uint8 or float image data, got dtype {array.dtype}")
     array = np.ascontiguousarray(array)
     if not array.flags.writeable:  # np.asarray(PIL image) is read-only; torch warns on those
         array = array.copy()
@@ -150,3 +132,23 @@ def overlay(
 def to_numpy_images(images: Tensor) -> np.ndarray:
     """The one host copy at the end of the tensor path: uint8 ``(..., H, W, 3)`` -> numpy."""
     return images.cpu().numpy()
+
+
+@lru_cache(maxsize=8)
+def title_font(size: int):
+    """PIL's default font at ``size`` px (scalable with Pillow >= 10.1, else the bitmap one)."""
+    from PIL import ImageFont
+
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # older Pillow: the fixed-size bitmap font
+        return ImageFont.load_default()
+
+
+def fit_text(text: str, font, width: int) -> str:
+    """``text`` cut with an ellipsis so that it fits ``width`` pixels in ``font``."""
+    if font.getlength(text) <= width:
+        return text
+    while text and font.getlength(text + "…") > width:
+        text = text[:-1]
+    return text + "…"

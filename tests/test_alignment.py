@@ -1,4 +1,4 @@
-"""Receptive-field alignment of upsampled maps (opt-in; the default matches OpenCV/torch)."""
+"""Receptive-field alignment of upsampled maps (the model's default; "pixel" matches OpenCV/torch)."""
 
 from __future__ import annotations
 
@@ -53,11 +53,13 @@ def test_model_forward_takes_the_alignment():
     model = build_model(enable_gradcam=True).eval()
     x = torch.randn(2, 3, SIZE, SIZE)
     with torch.no_grad():
-        _, pixel = model(x, return_gradcam=True)
+        _, default = model(x, return_gradcam=True)
+        _, pixel = model(x, return_gradcam=True, gradcam_alignment="pixel")
         _, aligned = model(x, return_gradcam=True, gradcam_alignment="receptive-field")
         _, raw = model(x, return_gradcam=True, gradcam_raw=True)
     assert aligned.shape == pixel.shape == (2, SIZE, SIZE)
     assert not torch.allclose(aligned, pixel)
+    torch.testing.assert_close(default, aligned, rtol=0, atol=0)
     stride = SIZE // raw.shape[-1]
     # Sampled at the units' centres, the aligned map is the raw map, min-max normalised.
     low = raw.flatten(1).amin(1)[:, None, None]
