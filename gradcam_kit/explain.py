@@ -52,6 +52,8 @@ from .inputs import (
     collect_inputs,
     normalize_batch,
 )
+from .methods import method_title
+from .options import add_map_arguments, resolve_map_options, warn_if_size_differs
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 from .render import fit_text as _fit
 from .render import overlay, parse_colormap
@@ -77,9 +79,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="'none': random weights, to try the command without a checkpoint (predictions are meaningless)",
     )
     model.add_argument("--num-classes", type=int, default=None, help="head size with --weights none and unlabelled input (default 2)")
-    model.add_argument("--method", default="gradcam", help="CAM method: gradcam (default), gradcam++, xgradcam, hirescam, layercam, scorecam")
     model.add_argument("--class-idx", default=None, help="explain this class (index or name) for every image; default: the predicted class")
-    model.add_argument("--size", type=int, default=None, help="model input size (default: the checkpoint's, else 224)")
+    add_map_arguments(model)
+    model.add_argument("--image-size", "--size", dest="size", type=int, default=None, help="model input size (default: the checkpoint's, else 224)")
     model.add_argument(
         "--memory-format", choices=["channels_last", "contiguous"], default="channels_last",
         help="layout of the model's tensors (channels_last: faster convolutions with oneDNN and cuDNN)",
@@ -99,7 +101,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --output")
     out.add_argument("--alpha", type=float, default=0.5, help="heatmap weight in the overlay, in [0, 1]")
     out.add_argument("--colormap", default="jet", help="OpenCV colormap name or id")
-    out.add_argument("--display-size", type=int, default=None, help="size of the pictures in the overlays (default: --size)")
+    out.add_argument("--display-size", type=int, default=None, help="size of the pictures in the overlays (default: the input size, at least 192)")
     out.add_argument("--grid", type=int, default=64, help="images in the contact sheet (0: none)")
     out.add_argument("--page-size", type=int, default=48, help="cards per page of report.html")
     out.add_argument("--png-compression", type=int, default=1, choices=range(10), metavar="0-9", help="zlib level of the PNGs (default 1: fast)")
@@ -136,6 +138,7 @@ def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
             num_outputs = extract_state_dict(meta, source=str(args.checkpoint))["fc.weight"].shape[0]
         num_outputs = int(num_outputs)
         names = meta.get("class_names")
+        warn_if_size_differs(args.size, meta.get("input_size"))
         size = args.size or meta.get("input_size") or 224
         mean, std = meta.get("mean") or IMAGENET_MEAN, meta.get("std") or IMAGENET_STD
         source = str(args.checkpoint)
@@ -266,9 +269,10 @@ def _check_options(args: argparse.Namespace) -> None:
     if args.grid < 0 or args.page_size < 1 or args.writers < 1:
         raise ValueError("--grid must be >= 0, --page-size and --writers >= 1")
     parse_colormap(args.colormap if not args.colormap.isdigit() else int(args.colormap))
-    from .methods import get_method
+    if args.method:
+        from .methods import get_method
 
-    get_method(args.method)
+        get_method(args.method)
 
 
 # -- the tensor path ------------------------------------------------------------------
@@ -337,8 +341,10 @@ def _predict(logits: Tensor, class_idx: int | None) -> tuple[Tensor, Tensor, Ten
     return probs, predicted, explained
 
 
-def _gradcam_kwargs(num_outputs: int, class_idx: int | None, method: str) -> dict:
-    kwargs: dict = {"gradcam_method": method}
+def _gradcam_kwargs(num_outputs: int, class_idx: int | None, choice: dict, alignment: str) -> dict:
+    kwargs: dict = {
+        "gradcam_method": choice["method"], "gradcam_layers": choice["layer"], "gradcam_alignment": alignment,
+    }
     if num_outputs == 1 and class_idx is not None:
         # A single logit z: class 1 is "z", class 0 is "-z".
         kwargs["gradcam_score_fn"] = (lambda z: z[:, 0]) if class_idx == 1 else (lambda z: -z[:, 0])
@@ -391,7 +397,7 @@ def _explain_shard(
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    display = (args.display_size, args.display_size) if args.display_size else info.size
+    display = _display_size(args, info)
     geometry = Geometry.for_size(display)
     dataset = ExplainDataset(items, info.size, display)
     workers = min(4, os.cpu_count() or 1) if args.num_workers is None else args.num_workers
@@ -409,7 +415,8 @@ def _explain_shard(
     model.to(memory_format=memory_format)
     by_index = {item.index: item for item in items}
     colormap = int(args.colormap) if args.colormap.isdigit() else args.colormap
-    gradcam_kwargs = _gradcam_kwargs(info.num_outputs, class_idx, args.method)
+    gradcam_kwargs = _gradcam_kwargs(info.num_outputs, class_idx, args.choice, args.alignment)
+    map_title = f"{method_title(args.choice['method'])} {args.choice['layer']}"
     names = info.class_names
     sync = torch.cuda.synchronize if (args.profile and device.type == "cuda") else (lambda: None)
     stats = _Stats()
@@ -469,8 +476,8 @@ def _explain_shard(
                 verdict = WHITE if label < 0 else (GREEN if label == pred else RED)
                 titles = (
                     (_display_path(item.path, root), GREY),
-                    (f"Grad-CAM: {names[expl]}", WHITE),
-                    (f"pred {names[pred]} {p[pred]:.2f} | true {truth}", verdict),
+                    (f"{map_title}: {names[expl]}", WHITE),
+                    (f"pred {names[pred]} {_percent(p[pred])} | true {truth}", verdict),
                 )
                 pending.append(writers.submit(_write_canvas, canvas, overlay_path, titles, geometry, args.png_compression))
                 rows.append(
@@ -497,6 +504,26 @@ def _explain_shard(
         lap("rows, queue PNGs", clock)
     progress.close()
     return rows, failed, stats
+
+
+MIN_DISPLAY = 192  # titles stay legible on small model inputs (96 px X-rays, say)
+
+
+def _display_size(args: argparse.Namespace, info: ModelInfo) -> tuple[int, int]:
+    """``--display-size``, else the model's input size scaled up to at least 192 px."""
+    if args.display_size:
+        return (args.display_size, args.display_size)
+    scale = max(1.0, MIN_DISPLAY / min(info.size))
+    return (round(info.size[0] * scale), round(info.size[1] * scale))
+
+
+def _percent(probability: float) -> str:
+    """A probability for a title: never "100.0%" for a value short of 1."""
+    if probability >= 0.9995:
+        return ">99.9%" if probability < 1.0 else "100%"
+    if probability < 0.0005:
+        return "<0.1%" if probability > 0.0 else "0%"
+    return f"{100 * probability:.1f}%"
 
 
 def _display_path(path: Path, root: Path) -> str:
@@ -604,11 +631,13 @@ def run(args: argparse.Namespace) -> int:
     context = init_distributed(args.device or "auto")
     try:
         rank, world, device = context.rank, context.world_size, context.device
+        model = _build_model(args, info, device)  # validates --layer/--method before any write
+        args.choice = resolve_map_options(args, model)
         if rank == 0:
+            print(f"maps: {args.choice['layer']}, {method_title(args.choice['method'])} ({args.choice['source']}); {args.alignment} alignment")
             _remove_results(found)
             output.mkdir(parents=True, exist_ok=True)
         barrier(context)
-        model = _build_model(args, info, device)
         setup = time.perf_counter() - started
         rows, failed, stats = _explain_shard(
             items[rank::world], model, info, args, device, output, class_idx, inputs.root, rank == 0
@@ -669,7 +698,7 @@ def _finish(
             "explained", "explained_idx", "correct", "overlay"]
     _write_csv(output / "predictions.csv", rows, base + [f"prob_{n}" for n in info.class_names])
     _write_csv(output / "skipped.csv", [{"path": p, "reason": r} for p, r in skipped], ["path", "reason"])
-    display = (args.display_size, args.display_size) if args.display_size else info.size
+    display = _display_size(args, info)
     sheet = write_contact_sheet(rows, output, Geometry.for_size(display), max_images=args.grid) if args.grid else None
     report_rows = [
         {**r, "path": _display_path(Path(r["path"]), inputs.root), "label_idx": r["label_idx"] if r["label_idx"] != "" else None}
@@ -685,8 +714,9 @@ def _finish(
         details={
             "input": str(args.input),
             "model": info.source,
-            "layer": getattr(model, "gradcam_target_layer", "?"),
-            "method": args.method,
+            "layer": args.choice["layer"],
+            "method": f"{method_title(args.choice['method'])} ({args.choice['source']})",
+            "alignment": args.alignment,
             "size": f"{info.size[0]}x{info.size[1]}",
             "device": f"{device}" + (f" x {world} ranks" if world > 1 else ""),
         },

@@ -32,6 +32,7 @@ from torch import Tensor, nn
 
 from .engine import resolve_class_idx
 from .faithfulness import class_probability
+from .methods import method_title
 from .render import colormap_lut, images_to_tensor, overlay, to_numpy_images
 
 __all__ = [
@@ -53,9 +54,6 @@ LAYER_CAPTIONS = {
     "layer3": "layer3 (conv4_x, high-level)",
     "layer4": "layer4 (conv5_x, final)",
 }
-METHOD_TITLES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++"}
-
-
 @dataclass(frozen=True)
 class AttentionMaps:
     """Everything one figure shows, for a batch; tensors stay on the model's device.
@@ -83,6 +81,8 @@ def attention_maps(
     *,
     methods: Sequence[str] = ("gradcam", "gradcam++"),
     layers: Sequence[str] = LAYERS,
+    target_layer: str | None = None,
+    alignment: str = "receptive-field",
 ) -> AttentionMaps:
     """Computes the maps of both figures for a batch with the model's integrated Grad-CAM.
 
@@ -95,8 +95,10 @@ def attention_maps(
             signature and ``enable_gradcam_mode``/``disable_gradcam_mode``).
         batch: ``(B, 3, H, W)`` normalised images.
         class_idx: ``None`` (predicted), an ``int`` or one index per image.
-        methods: methods for the first row.
+        methods: methods for the first row (one to three).
         layers: layers for the second row.
+        target_layer: the layer of the first row (default: the model's own).
+        alignment: where map units are drawn (see :func:`gradcam_kit.engine.upsample`).
 
     Raises:
         TypeError: the model has no integrated Grad-CAM.
@@ -108,27 +110,31 @@ def attention_maps(
                 f"{type(model).__name__} has no integrated Grad-CAM ({attribute} is missing); "
                 "use resnet50.ResNet50FineTuned, e.g. ResNet50FineTuned.from_checkpoint(path)"
             )
-    if not methods:
-        raise ValueError("methods must name at least one CAM method, e.g. ('gradcam', 'gradcam++')")
+    if not 1 <= len(methods) <= 3:
+        raise ValueError(f"name one to three CAM methods for the first row, e.g. ('gradcam', 'gradcam++'), got {list(methods)}")
+    target = target_layer or getattr(model, "gradcam_target_layer", None)
+    options = {"gradcam_alignment": alignment}
+    if target_layer is not None:
+        options["gradcam_layers"] = target_layer
     was_enabled = model.gradcam_enabled
     model.enable_gradcam_mode()
     try:
         with torch.no_grad():
             first, *others = methods
-            logits, heatmap = model(batch, True, class_idx, gradcam_method=first)
+            logits, heatmap = model(batch, True, class_idx, gradcam_method=first, **options)
             # Pin the class so that every map of the figure explains the same decision.
             classes = resolve_class_idx(class_idx, logits)
             maps = {first: heatmap}
             for method in others:
-                maps[method] = model(batch, True, classes, gradcam_method=method)[1]
+                maps[method] = model(batch, True, classes, gradcam_method=method, **options)[1]
             _, layer_maps = model(
-                batch, True, classes, gradcam_method="gradcam", gradcam_layers=list(layers)
+                batch, True, classes, gradcam_method=first, gradcam_layers=list(layers),
+                gradcam_alignment=alignment,
             )
     finally:
         if not was_enabled:
             model.disable_gradcam_mode()
-    target = getattr(model, "gradcam_target_layer", "target layer")
-    return AttentionMaps(logits, classes, maps, dict(layer_maps), target)
+    return AttentionMaps(logits, classes, maps, dict(layer_maps), target or "target layer")
 
 
 # -- drawing ----------------------------------------------------------------------------
@@ -167,12 +173,13 @@ def attention_grid_figure(
     target_layer: str = "layer4",
     colormap: int | str = "jet",
 ):
-    """The 2-row grid: original, Grad-CAM, Grad-CAM++ / layer1, layer2, layer3, layer4.
+    """The 2-row grid: original and each method at the target layer / layer1 .. layer4.
 
     Args:
         image: uint8 ``(H, W, 3)`` RGB original.
-        colored: uint8 ``(H, W, 3)`` coloured heatmaps keyed ``"gradcam"``, ``"gradcam++"``,
-            ``"layer1"`` .. ``"layer4"`` (from :func:`gradcam_kit.render.overlay`).
+        colored: uint8 ``(H, W, 3)`` coloured heatmaps keyed by one to three method names
+            (``"gradcam"``, ...) and ``"layer1"`` .. ``"layer4"`` (from
+            :func:`gradcam_kit.render.overlay`); the layer row uses the first method.
         title: the figure's title (prediction and truth).
         title_color: its colour (green: correct prediction, red: wrong).
         target_layer: named in the row-1 panel titles.
@@ -185,13 +192,15 @@ def attention_grid_figure(
     fig = plt.figure(figsize=(13, 8), dpi=100, layout="constrained")
     # 12 columns: row 1 has 3 panels of 4 columns, row 2 has 4 panels of 3 columns.
     grid = fig.add_gridspec(2, 12, height_ratios=[4, 3])
-    row1 = [fig.add_subplot(grid[0, 4 * i : 4 * i + 4]) for i in range(3)]
+    methods = [key for key in colored if key not in LAYERS]
+    width = 12 // (len(methods) + 1)
+    row1 = [fig.add_subplot(grid[0, width * i : width * i + width]) for i in range(len(methods) + 1)]
     row2 = [fig.add_subplot(grid[1, 3 * i : 3 * i + 3]) for i in range(4)]
     _show(row1[0], image, "original")
-    for ax, method in zip(row1[1:], ("gradcam", "gradcam++"), strict=True):
-        _show(ax, colored[method], f"{METHOD_TITLES[method]} ({target_layer})")
+    for ax, method in zip(row1[1:], methods, strict=True):
+        _show(ax, colored[method], f"{method_title(method)} ({target_layer})")
     for ax, layer in zip(row2, LAYERS, strict=True):
-        _show(ax, colored[layer], f"Grad-CAM {LAYER_CAPTIONS.get(layer, layer)}")
+        _show(ax, colored[layer], f"{method_title(methods[0])} {LAYER_CAPTIONS.get(layer, layer)}")
     _colorbar(fig, row1 + row2, colormap)
     if title:
         fig.suptitle(title, fontsize=13, color=title_color)
@@ -207,12 +216,13 @@ def overlays_figure(
     target_layer: str = "layer4",
     alpha: float = 0.5,
 ):
-    """The 1-row figure: original | Grad-CAM overlay | Grad-CAM++ overlay (1500 x 560 px)."""
+    """The 1-row figure: original | one overlay per method (1500 x 560 px for two methods)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.6), dpi=100, layout="constrained")
+    methods = [key for key in overlaid if key not in LAYERS]
+    fig, axes = plt.subplots(1, len(methods) + 1, figsize=(5 * (len(methods) + 1), 5.6), dpi=100, layout="constrained")
     _show(axes[0], image, "original")
-    for ax, method in zip(axes[1:], ("gradcam", "gradcam++"), strict=True):
-        _show(ax, overlaid[method], f"{METHOD_TITLES[method]} overlay ({target_layer}, alpha {alpha:g})")
+    for ax, method in zip(axes[1:], methods, strict=True):
+        _show(ax, overlaid[method], f"{method_title(method)} overlay ({target_layer}, alpha {alpha:g})")
     if title:
         fig.suptitle(title, fontsize=13, color=title_color)
     return fig
@@ -265,6 +275,9 @@ def save_figures(
     true_labels: Sequence[str | None] | None = None,
     alpha: float = 0.5,
     colormap: int | str = "jet",
+    methods: Sequence[str] = ("gradcam", "gradcam++"),
+    target_layer: str | None = None,
+    alignment: str = "receptive-field",
 ) -> list[tuple[Path, Path]]:
     """Computes the maps for a batch and writes both figures for every image.
 
@@ -280,6 +293,7 @@ def save_figures(
         true_labels: the true class name per image, or ``None`` entries when unknown.
         alpha: heatmap weight in the overlays.
         colormap: OpenCV colormap name or id.
+        methods, target_layer, alignment: see :func:`attention_maps`.
 
     Returns:
         ``(attention_maps_path, overlays_path)`` per image.
@@ -289,10 +303,12 @@ def save_figures(
         if len(values) != count:
             raise ValueError(f"got {len(values)} {what} for a batch of {count} images; pass one per image")
     true_labels = list(true_labels) if true_labels is not None else [None] * count
-    maps = attention_maps(model, batch, class_idx)
+    maps = attention_maps(
+        model, batch, class_idx, methods=methods, target_layer=target_layer, alignment=alignment
+    )
     titles = _titles(maps, class_names, true_labels, class_idx is not None)
     keys = [*maps.methods, *maps.layers]
-    stacked = torch.stack([maps.methods.get(k, maps.layers.get(k)) for k in keys], dim=1)  # (B, 6, H, W)
+    stacked = torch.stack([maps.methods.get(k, maps.layers.get(k)) for k in keys], dim=1)  # (B, methods + 4, H, W)
     plt = _pyplot()
     written = []
     for i in range(count):
@@ -327,6 +343,8 @@ def save_figures(
 # -- command line ------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m gradcam_kit figures``."""
+    from .options import add_map_arguments
+
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="one image file")
     source.add_argument("--folder", type=Path,
@@ -344,7 +362,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="without --checkpoint: classes of the head (default 1000 with "
                              "ImageNet weights, keeping ImageNet's own head; 2 with --weights none)")
     parser.add_argument("--class-idx", type=int, help="class to explain (default: the predicted one)")
-    parser.add_argument("--size", type=int, help="model input size (default: the checkpoint's, else 224)")
+    add_map_arguments(parser, several_methods=True)
+    parser.add_argument("--image-size", "--size", dest="size", type=int, help="model input size (default: the checkpoint's, else 224)")
     parser.add_argument("--output", type=Path, default=Path("outputs/figures"), help="output folder")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
@@ -393,12 +412,18 @@ def _preprocessing(args: argparse.Namespace) -> tuple[int, dict[str, list[float]
     return size, normalization
 
 
+def _default_methods(method: str) -> list[str]:
+    """The checkpoint's method, then Grad-CAM++ (or Grad-CAM) beside it."""
+    return [method, "gradcam++" if method != "gradcam++" else "gradcam"]
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs ``figures``; returns the exit status."""
     from tqdm import tqdm
 
     from .architecture import build_model
     from .inputs import collect_inputs
+    from .options import resolve_map_options
     from .preprocess import build_transform, load_image
 
     if args.image is not None and any(v is not None for v in (args.num_images, args.random, args.index)):
@@ -415,6 +440,8 @@ def run(args: argparse.Namespace) -> int:
             checkpoint=args.checkpoint, model="finetuned", weights=args.weights,
             num_classes=num_classes,
         )
+        choice = resolve_map_options(args, model)
+        methods = list(args.method) if args.method else _default_methods(choice["method"])
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f"figures: {err}") from None
     model = model.to(device).eval()
@@ -423,6 +450,7 @@ def run(args: argparse.Namespace) -> int:
     )
     transform = build_transform(size, **normalization)
     print(f"model: {description}; {len(chosen)} image(s) at {size}x{size} on {device}")
+    print(f"maps: {choice['layer']}, {', '.join(method_title(m) for m in methods)} ({choice['source']}); {args.alignment} alignment")
     written = []
     for start in tqdm(range(0, len(chosen), args.batch_size), desc="figures", unit="batch"):
         items = chosen[start : start + args.batch_size]
@@ -431,11 +459,12 @@ def run(args: argparse.Namespace) -> int:
         try:
             written += save_figures(
                 model, batch, originals,
-                [args.output / f"image_{start + k + 1}" for k in range(len(items))],
+                [args.output / f"{item.index:04d}_{item.path.stem}" for item in items],
                 [item.path.stem for item in items],
                 class_idx=args.class_idx, class_names=class_names,
                 true_labels=[item.label_name for item in items],
-                alpha=args.alpha, colormap=args.colormap,
+                alpha=args.alpha, colormap=args.colormap, methods=methods,
+                target_layer=choice["layer"], alignment=args.alignment,
             )
         except ValueError as err:
             raise SystemExit(f"figures: {err}") from None

@@ -30,6 +30,7 @@ __all__ = [
     "ScoreCAM",
     "XGradCAM",
     "get_method",
+    "method_title",
     "METHODS",
 ]
 
@@ -174,3 +175,16 @@ def get_method(method: str | CAMMethod) -> CAMMethod:
         f"unknown CAM method {method!r}; choose one of {sorted(METHODS)} "
         "or pass a gradcam_kit.methods.CAMMethod instance"
     )
+
+
+_TITLES = {
+    "gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "xgradcam": "XGrad-CAM", "hirescam": "HiResCAM",
+    "layercam": "LayerCAM", "cam": "CAM", "scorecam": "Score-CAM",
+}
+
+
+def method_title(method: str | CAMMethod) -> str:
+    """The display name of a method: ``"layercam"`` -> ``"LayerCAM"``, for titles and reports."""
+    name = method.name if isinstance(method, CAMMethod) else str(method)
+    key = name.lower().replace("_", "").replace("-", "").replace("plusplus", "++")
+    return _TITLES.get({"gradcampp": "gradcam++"}.get(key, key), name)

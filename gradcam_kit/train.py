@@ -79,7 +79,9 @@ _OPTIONS: dict[str, tuple[object, object, str]] = {
     "unfreeze_after": (None, int, "with --freeze-features: unfreeze the backbone after this many epochs"),
     "num_classes": (None, int, "head outputs (default: number of classes; 1 = single sigmoid logit for two classes)"),
     "class_weights": ("balanced", str, "loss class weights: balanced, none, or comma-separated numbers"),
-    "augment": (True, bool, "training augmentation (small affine, brightness/contrast jitter)"),
+    "augment": (True, bool, "training augmentation (random shift, scale and rotation; brightness/contrast jitter)"),
+    "augment_translate": (0.04, float, "largest random shift, as a fraction of the image side"),
+    "augment_scale": (0.05, float, "largest random zoom in or out, as a fraction"),
     "amp": (None, bool, "mixed precision (default: on with CUDA)"),
     "workers": (0, int, "DataLoader worker processes"),
     "seed": (0, int, "seed for splits, shuffling, augmentation and initialisation"),
@@ -164,6 +166,11 @@ def _validate(values: dict[str, object]) -> None:
     for name in ("image_size", "batch_size", "epochs"):
         if isinstance(values[name], bool) or not isinstance(values[name], int) or values[name] < 1:
             raise ValueError(f"{name} must be a positive integer, got {values[name]!r}")
+    if not 0 <= float(values["augment_translate"]) < 1 or not 0 <= float(values["augment_scale"]) < 1:
+        raise ValueError(
+            f"augment_translate and augment_scale must lie in [0, 1), got "
+            f"{values['augment_translate']} and {values['augment_scale']}"
+        )
     if values["lr"] is None or float(values["lr"]) <= 0:
         raise ValueError(f"lr must be positive, got {values['lr']!r}")
     if values["unfreeze_after"] is not None and int(values["unfreeze_after"]) < 0:
@@ -440,7 +447,11 @@ def _train(cfg: argparse.Namespace, context: DistributedContext) -> int:
         from torchvision.transforms import v2
 
         augment = [
-            v2.RandomAffine(degrees=5, translate=(0.04, 0.04), scale=(0.95, 1.05)),
+            v2.RandomAffine(
+                degrees=5,
+                translate=(cfg.augment_translate, cfg.augment_translate),
+                scale=(1 - cfg.augment_scale, 1 + cfg.augment_scale),
+            ),
             v2.ColorJitter(brightness=0.15, contrast=0.15),
         ]
     train_set = ImageDataset(train_samples, class_names, build_transform(size, mean=mean, std=std, augment=augment), return_index=True)

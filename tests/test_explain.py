@@ -109,7 +109,7 @@ def test_imagefolder_run_writes_everything(split, checkpoint, tmp_path):
     # Labels are mapped by name onto the checkpoint's class order, not the folder order.
     assert [r["label"] for r in rows] == ["lesion"] * 2 + ["normal"] * 3
     assert [int(r["label_idx"]) for r in rows] == [1, 1, 0, 0, 0]
-    geometry = Geometry.for_size((SIZE, SIZE))
+    geometry = Geometry.for_size((192, 192))  # small inputs are shown at 192 px
     for row in rows:
         probs = [float(row[f"prob_{n}"]) for n in CLASSES]
         assert sum(probs) == pytest.approx(1.0, abs=1e-5)
@@ -135,7 +135,7 @@ def test_batched_path_matches_the_single_image_path(split, checkpoint, tmp_path,
     from gradcam_kit.preprocess import preprocess
 
     out = tmp_path / "out"
-    explain(split, "--checkpoint", checkpoint, "--output", out, "--alpha", "0.4")
+    explain(split, "--checkpoint", checkpoint, "--output", out, "--alpha", "0.4", "--display-size", str(SIZE))
     geometry = Geometry.for_size((SIZE, SIZE))
     for row in read_rows(out / "predictions.csv"):
         x = preprocess(row["path"], SIZE)
@@ -152,8 +152,11 @@ def test_batched_path_matches_the_single_image_path(split, checkpoint, tmp_path,
         colored, overlaid = overlay(picture[None], heatmap, 0.4, "jet")
         left1, left2 = geometry.panel_left(1), geometry.panel_left(2)
         panel = canvas[geometry.strip :, left1 : left1 + geometry.width]
-        torch.testing.assert_close(panel, colored[0], atol=1, rtol=0)
-        torch.testing.assert_close(canvas[geometry.strip :, left2 : left2 + geometry.width], overlaid[0], atol=1, rtol=0)
+        # The batch of two and the single image run different oneDNN kernels (1e-6 apart):
+        # a value on a colour-table boundary may move by one jet step (at most 4 levels).
+        for drawn, expected in ((panel, colored[0]), (canvas[geometry.strip :, left2 : left2 + geometry.width], overlaid[0])):
+            difference = (drawn.int() - expected.int()).abs()
+            assert difference.max() <= 4 and (difference > 1).float().mean() < 0.01
         # The picture is the input image itself, resized as the model saw it.
         with Image.open(row["path"]) as source:
             grey = np.asarray(source.convert("RGB").resize((SIZE, SIZE), Image.Resampling.BILINEAR))
@@ -303,7 +306,7 @@ def test_one_host_copy_per_batch(split, checkpoint, tmp_path, monkeypatch, reuse
 
     monkeypatch.setattr(torch.Tensor, "cpu", counting_cpu)
     explain(split, "--checkpoint", checkpoint, "--output", tmp_path / "o")  # 5 images, batches of 2
-    geometry = Geometry.for_size((SIZE, SIZE))
+    geometry = Geometry.for_size((192, 192))  # small inputs are shown at 192 px
     canvas = (*geometry.canvas_size, 3)
     assert calls == [(2, *canvas), (2, 4), (2, *canvas), (2, 4), (1, *canvas), (1, 4)]
 

@@ -1,0 +1,95 @@
+"""Command-line options shared by every command that draws a map: one vocabulary.
+
+``--layer``, ``--method`` and ``--alignment`` mean the same in ``explain``, ``figures`` and
+``compare`` (``evaluate`` scores several layers and methods: ``--layers``, ``--methods``).
+Their defaults come from the checkpoint through the model's :attr:`gradcam_choice`: the
+layer and method ``evaluate`` recommended, else the layer ``train`` stored, else
+``layer4.2.conv3`` with Grad-CAM.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from torch import nn
+
+from .engine import ALIGNMENTS
+
+__all__ = ["add_map_arguments", "resolve_map_options", "warn_if_size_differs"]
+
+
+def add_map_arguments(parser: argparse.ArgumentParser, *, several_methods: bool = False) -> None:
+    """Adds ``--layer``, ``--method`` and ``--alignment`` to a command's parser."""
+    parser.add_argument(
+        "--layer", "--target-layer", dest="layer", default=None, metavar="NAME",
+        help="layer to explain, e.g. layer2 or layer4.2.conv3 (default: the checkpoint's "
+        "recommended layer, else the layer it stores, else layer4.2.conv3)",
+    )
+    method_help = (
+        "CAM method: gradcam, gradcam++, xgradcam, hirescam, layercam, scorecam "
+        "(default: the checkpoint's recommended method, else gradcam)"
+    )
+    if several_methods:
+        parser.add_argument("--method", "--methods", dest="method", nargs="+", default=None, metavar="NAME", help=method_help)
+    else:
+        parser.add_argument("--method", default=None, metavar="NAME", help=method_help)
+    parser.add_argument(
+        "--alignment", choices=list(reversed(ALIGNMENTS)), default="receptive-field",
+        help="where each map unit is drawn: on its receptive field's centre (exact for "
+        "ResNets), or where the usual bilinear resize puts it, (s - 1) / 2 px down and "
+        "right (default: %(default)s)",
+    )
+
+
+def resolve_map_options(args: argparse.Namespace, model: nn.Module) -> dict[str, object]:
+    """The layer and method to draw, validated: the flags, else the model's own choice.
+
+    Returns:
+        ``{"layer", "method", "source"}`` where ``source`` says where the choice came from.
+
+    Raises:
+        ValueError: an unknown layer (with suggestions) or method.
+    """
+    from .layers import resolve_layer
+    from .methods import get_method
+
+    choice = dict(getattr(model, "gradcam_choice", None) or {
+        "layer": getattr(model, "gradcam_target_layer", "layer4.2.conv3"),
+        "method": "gradcam",
+        "source": "the default layer",
+    })
+    chosen = []
+    if getattr(args, "layer", None):
+        choice["layer"] = resolve_layer(model, args.layer)[0]
+        chosen.append("layer")
+    methods = getattr(args, "method", None)
+    if methods:
+        for method in [methods] if isinstance(methods, str) else methods:
+            get_method(method)
+        choice["method"] = methods if isinstance(methods, str) else methods[0]
+        chosen.append("method")
+    if chosen:
+        choice["source"] = f"{' and '.join(chosen)} chosen on the command line" + (
+            f"; the checkpoint's choice is {model.gradcam_choice['layer']}, {model.gradcam_choice['method']}"
+            if getattr(model, "gradcam_choice", None) else ""
+        )
+    return choice
+
+
+def warn_if_size_differs(requested: int | None, trained: object, *, flag: str = "--image-size") -> None:
+    """Warns when an input size given on the command line is far from the trained one.
+
+    A model sees objects at the scale it was trained at: a checkpoint trained at 96 px and
+    run at 224 px predicts at chance, without any error.
+    """
+    import warnings
+
+    if requested is None or trained is None:
+        return
+    side = int(trained[-1]) if isinstance(trained, (list, tuple)) else int(trained)
+    if not 0.8 <= requested / side <= 1.25:
+        warnings.warn(
+            f"{flag} {requested} is far from the {side} px this checkpoint was trained at: "
+            f"predictions and heatmaps may be wrong; leave {flag} out to use {side}",
+            stacklevel=2,
+        )
