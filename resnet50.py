@@ -297,6 +297,13 @@ class ResNet50FineTuned(ResNet):
                 stacklevel=2,
             )
             return None
+        if self.training:
+            warnings.warn(
+                "get_gradcam_overlay on a model in train mode: BatchNorm uses the statistics of "
+                "this batch, so the prediction and heatmap differ from inference; call "
+                "model.eval() first",
+                stacklevel=2,
+            )
         if not isinstance(input_image, Tensor):
             raise TypeError(
                 f"input_image must be the model input, a (3, H, W) or (B, 3, H, W) tensor, got "

@@ -7,8 +7,11 @@ Shows the four scenarios of the original API on one image:
 3. an overlay figure saved as PNG (original | heatmap | overlay);
 4. enabling and disabling Grad-CAM at run time.
 
-Runs offline: without ``--image`` it draws a synthetic chest-X-ray-like image, without
-``--checkpoint`` it uses random weights (``weights=None``; the heatmaps then mean nothing).
+Runs offline. Without ``--checkpoint`` it explains the model that
+``python -m gradcam_kit workflow`` trained (``runs/workflow/model/best.pt``) when that file
+exists, on one of its held-out positive X-rays, and says so; otherwise (or with
+``--random-weights``) a model with random weights (``weights=None``: the heatmaps then mean
+nothing) on a synthetic chest-X-ray-like image.
 
     python resnet50_demo.py
     python resnet50_demo.py --image xray.png --checkpoint runs/xray/best.pt --class-idx 1
@@ -29,6 +32,8 @@ import torch
 from PIL import Image
 
 from gradcam_kit.checkpoint import load_checkpoint
+from gradcam_kit.methods import method_title
+from gradcam_kit.options import warn_if_size_differs
 from gradcam_kit.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
 from gradcam_kit.render import images_to_tensor, overlay, to_numpy_images
 from resnet50 import ResNet50FineTuned
@@ -36,6 +41,9 @@ from resnet50 import ResNet50FineTuned
 __all__ = ["main", "synthetic_xray"]
 
 DEFAULT_CLASS_NAMES = ("NORMAL", "PNEUMONIA")
+#: What ``python -m gradcam_kit workflow`` writes with its default ``--out``.
+WORKFLOW_CHECKPOINT = Path("runs/workflow/model/best.pt")
+WORKFLOW_TEST_IMAGES = Path("runs/workflow/data/test/opacity")
 FIGURE_SIZE = (12.0, 8.0)  # inches; at FIGURE_DPI this is a 1200 x 800 pixel PNG
 FIGURE_DPI = 100
 
@@ -82,7 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--checkpoint",
         type=Path,
-        help="a checkpoint for ResNet50FineTuned.from_checkpoint (default: random weights)",
+        help=f"a checkpoint for ResNet50FineTuned.from_checkpoint (default: {WORKFLOW_CHECKPOINT} "
+        "when it exists, else random weights)",
+    )
+    parser.add_argument(
+        "--random-weights", action="store_true",
+        help="use a model with random weights even when a workflow checkpoint exists",
     )
     parser.add_argument(
         "--output", type=Path, default=Path("outputs/demo"), help="folder for the figures"
@@ -95,7 +108,8 @@ def _parser() -> argparse.ArgumentParser:
         "for a single-logit checkpoint 0 is the negative and 1 the positive decision",
     )
     parser.add_argument(
-        "--size", type=int, help="model input size (default: the checkpoint's, else 224)"
+        "--image-size", "--size", dest="size", type=int,
+        help="model input size (default: the checkpoint's, else 224)",
     )
     return parser
 
@@ -111,7 +125,7 @@ def _probabilities(logits: torch.Tensor) -> torch.Tensor:
 def _save_figure(
     path: Path,
     original: Image.Image,
-    rows: Sequence[tuple[str, np.ndarray, np.ndarray]],
+    rows: Sequence[tuple[str, np.ndarray, np.ndarray, str]],
     title: str,
 ) -> None:
     """Original | heatmap | overlay, one row per explained class."""
@@ -122,11 +136,11 @@ def _save_figure(
     FigureCanvasAgg(figure)
     figure.suptitle(title)
     axes = figure.subplots(len(rows), 3, squeeze=False)
-    for row, (title, colored, overlaid) in zip(axes, rows):
+    for row, (title, colored, overlaid, map_name) in zip(axes, rows):
         row[0].imshow(original, cmap="gray" if original.mode == "L" else None)
         row[0].set_title("Original")
         row[1].imshow(colored)
-        row[1].set_title(f"Grad-CAM: {title}")
+        row[1].set_title(f"{map_name}: {title}")
         row[2].imshow(overlaid)
         row[2].set_title("Overlay")
         for axis in row:
@@ -142,6 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(f"--image: no image file at {args.image}")
     if args.checkpoint is not None and not args.checkpoint.is_file():
         parser.error(f"--checkpoint: no checkpoint file at {args.checkpoint}")
+    if args.checkpoint is not None and args.random_weights:
+        parser.error("pass either --checkpoint or --random-weights, not both")
+    if args.checkpoint is None and not args.random_weights and WORKFLOW_CHECKPOINT.is_file():
+        args.checkpoint = WORKFLOW_CHECKPOINT
+        print(f"No --checkpoint: using {WORKFLOW_CHECKPOINT}, the model `python -m gradcam_kit workflow` trained")
+        if args.image is None:
+            positives = sorted(p for p in WORKFLOW_TEST_IMAGES.glob("*.png") if not p.stem.endswith("_mask"))
+            args.image = positives[0] if positives else None
     if args.size is not None and args.size < 32:
         parser.error(f"--size must be at least 32 (ResNet50 downsamples by 32), got {args.size}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -178,9 +200,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
+        warn_if_size_differs(args.size, metadata.get("input_size"), flag="--image-size")
         size = size or metadata.get("input_size")
         mean, std = metadata.get("mean", mean), metadata.get("std", std)
         print(f"Loaded checkpoint {args.checkpoint}")
+        choice = model.gradcam_choice
+        print(f"Grad-CAM: {choice['layer']} with {method_title(choice['method'])} ({choice['source']})")
     size = size[0] if isinstance(size, (list, tuple)) else size  # checkpoints store [H, W]
     size = int(size or 224)
     model = model.to(device).eval()
@@ -230,6 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # -- 3. overlays saved as PNG -------------------------------------------------------
     print("\n[3] Grad-CAM overlays")
+    map_name = f"{method_title(model.gradcam_choice['method'])} {model.gradcam_target_layer}"
     colored, overlaid = model.get_gradcam_overlay(x, original, alpha=0.5, colormap=cv2.COLORMAP_JET)
     if num_classes == 1:  # get_gradcam_overlay explains classes; colour the decision's map
         base = images_to_tensor(original, device)[None]
@@ -249,8 +275,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         written["figure"],
         original,
         [
-            (f"predicted {names[predicted]} (p={float(probabilities[predicted]):.2f})", colored, overlaid),
-            (f"class {names[chosen]} (p={float(probabilities[chosen]):.2f})", chosen_colored, chosen_overlaid),
+            (f"predicted {names[predicted]} (p={float(probabilities[predicted]):.2f})", colored, overlaid, map_name),
+            (f"class {names[chosen]} (p={float(probabilities[chosen]):.2f})", chosen_colored, chosen_overlaid, map_name),
         ],
         title=(
             f"checkpoint {args.checkpoint.name}" if args.checkpoint is not None

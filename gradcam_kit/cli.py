@@ -16,6 +16,7 @@ __all__ = ["COMMANDS", "main"]
 
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
+    "workflow": ("gradcam_kit.workflow", "the whole job offline: synthetic X-rays, train, evaluate, explain"),
     "synth": ("gradcam_kit.synthetic", "write a synthetic chest-X-ray-like dataset with lesion masks"),
     "train": ("gradcam_kit.train", "fine-tune ResNet50FineTuned on an ImageFolder or CSV dataset"),
     "evaluate": ("gradcam_kit.evaluate", "accuracy, AUROC and pointing game per target layer"),

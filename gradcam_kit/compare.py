@@ -61,8 +61,9 @@ __all__ = [
     "write_results",
 ]
 
-#: The gradient methods, then Score-CAM when :mod:`gradcam_kit.scorecam` provides it.
-DEFAULT_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam")
+#: The methods that cost one forward and one gradient pass. Score-CAM (one masked forward
+#: per channel of the target layer: 2048 at ResNet50's layer4) runs only when named.
+DEFAULT_METHODS = ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
 
 #: (key, header, how to print) of the table's columns.
 COLUMNS: tuple[tuple[str, str, str], ...] = (
@@ -76,7 +77,7 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
 )
 
 
-def available_methods(requested: Iterable[str] = DEFAULT_METHODS) -> list[str]:
+def available_methods(requested: Iterable[str] = (*DEFAULT_METHODS, "scorecam")) -> list[str]:
     """The requested methods that this installation provides (Score-CAM may be absent)."""
     return [name for name in requested if name in METHODS]
 
@@ -115,6 +116,8 @@ def compare_methods(
     cascade: Sequence[str] | None = None,
     tolerance_px: float = 15.0,
     progress: bool = True,
+    alignment: str = "receptive-field",
+    total: int | None = None,
 ) -> list[dict[str, object]]:
     """Scores every method on every batch; returns one row (a dict) per method.
 
@@ -132,6 +135,10 @@ def compare_methods(
         tolerance_px: pointing-game tolerance at 224 px (TorchRay's 15 px), scaled to the
             input size.
         progress: show a progress bar over the batches.
+        alignment: where map units are drawn (see :func:`gradcam_kit.engine.upsample`);
+            the pointing game scores the peak at the layer's resolution
+            (:mod:`gradcam_kit.localization`).
+        total: the number of batches, for the progress bar's total and ETA.
 
     Returns:
         Rows with the keys of :data:`COLUMNS` plus ``method``, ``images``,
@@ -143,7 +150,8 @@ def compare_methods(
     """
     from tqdm.auto import tqdm
 
-    from .evaluate import pointing_game
+    from .engine import min_max_normalize, upsample
+    from .localization import pointing_game
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -158,7 +166,7 @@ def compare_methods(
     seconds = dict.fromkeys(methods, 0.0)
     images_seen = 0
     warmed_up = False
-    for batch in tqdm(batches, desc="compare", unit="batch", disable=not progress):
+    for batch in tqdm(batches, desc="compare", unit="batch", total=total, disable=not progress):
         images = batch[0]
         masks = batch[2] if len(batch) > 2 else None
         device = images.device
@@ -178,7 +186,8 @@ def compare_methods(
             _synchronize(device)
             start = time.perf_counter()
             with torch.no_grad():
-                heatmaps = next(iter(engine.explain(images, classes).heatmaps.values()))
+                raw = next(iter(engine.explain(images, classes, output_size=None, normalize=False).heatmaps.values()))
+                heatmaps = min_max_normalize(upsample(raw, tuple(images.shape[-2:]), alignment=alignment))
             _synchronize(device)
             seconds[method] += time.perf_counter() - start
             store = collected[method]
@@ -195,7 +204,7 @@ def compare_methods(
             if masks is not None:
                 masks = masks.to(device)
                 has_mask = masks.flatten(1).any(1)
-                hits = pointing_game(heatmaps, masks, tolerance_px, reference_size=224)
+                hits = pointing_game(raw, masks, tolerance_px, reference_size=224, alignment=alignment)
                 store["hits"].append(hits[has_mask])
     if images_seen == 0:
         raise ValueError("the dataset yielded no images to compare on")
@@ -256,7 +265,14 @@ def write_results(
 
 # -- command line ------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m gradcam_kit compare``."""
+    """Arguments of ``python -m gradcam_kit compare``.
+
+    ``--method`` names the methods to compare (default: the one-pass methods
+    :data:`DEFAULT_METHODS`; add ``scorecam`` to include Score-CAM, whose cost is estimated
+    before it starts); ``--layer`` the layer (default: the checkpoint's recommended one).
+    """
+    from .options import add_map_arguments
+
     parser.add_argument("--data", type=Path, required=True,
                         help="ImageFolder (<root>/<class>/*.png, masks beside as *_mask.png), "
                              "a dataset root with split folders, or a CSV")
@@ -266,11 +282,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", default="imagenet", choices=["imagenet", "none"],
                         help="without --checkpoint: ImageNet backbone (local cache) or random weights")
     parser.add_argument("--num-classes", type=int, default=2, help="without --checkpoint: head size")
-    parser.add_argument("--methods", nargs="+", default=None,
-                        help=f"methods to compare (default: {' '.join(DEFAULT_METHODS)}, "
-                             "those available)")
-    parser.add_argument("--target-layer", help="layer to explain (default: the model's own)")
-    parser.add_argument("--size", type=int, help="input size (default: the checkpoint's, else 224)")
+    add_map_arguments(parser, several_methods=True)
+    parser.add_argument("--image-size", "--size", dest="size", type=int, help="input size (default: the checkpoint's, else 224)")
     parser.add_argument("--max-images", type=int, help="compare on at most N images (seeded pick)")
     parser.add_argument("--seed", type=int, default=0, help="seed of --max-images")
     parser.add_argument("--batch-size", type=int, default=8, help="images per batch")
@@ -284,6 +297,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
+def _scorecam_estimate(model: nn.Module, layer: str, size: int, images: int, chunk_size: int) -> str:
+    """How many masked forwards Score-CAM will run, and roughly how long, measured on one chunk."""
+    from .layers import resolve_layer
+
+    module = resolve_layer(model, layer)[1]
+    device = next(model.parameters()).device
+    shapes: list[torch.Size] = []
+    handle = module.register_forward_hook(lambda _m, _i, output: shapes.append(output.shape))
+    probe = torch.zeros(min(chunk_size, 8), 3, size, size, device=device)
+    try:
+        with torch.no_grad():
+            model(probe)  # warm-up, and the layer's channel count
+    finally:
+        handle.remove()
+    channels = shapes[0][1] if shapes and len(shapes[0]) == 4 else None
+    with torch.no_grad():
+        _synchronize(device)
+        start = time.perf_counter()
+        model(probe)
+        _synchronize(device)
+    per_image = (time.perf_counter() - start) / probe.shape[0]
+    if channels is None:
+        return f"Score-CAM: one masked forward per channel of {layer} per image; this may take long"
+    forwards = channels * images
+    return (
+        f"Score-CAM: {channels} masked forwards per image ({channels} channels at {layer}), "
+        f"{forwards:,} in all: about {forwards * per_image / 60:.0f} min on this device"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs ``compare``; returns the exit status."""
     from torch.utils.data import DataLoader, Subset
@@ -291,15 +334,16 @@ def run(args: argparse.Namespace) -> int:
     from .architecture import build_model, default_target_layer
     from .data import ImageDataset
     from .figures import _preprocessing
+    from .options import resolve_map_options
     from .preprocess import build_transform
 
     for flag, value in (("--batch-size", args.batch_size), ("--steps", args.steps),
                         ("--chunk-size", args.chunk_size), ("--max-images", args.max_images)):
         if value is not None and value < 1:
             raise SystemExit(f"compare: {flag} must be at least 1, got {value}")
-    requested = args.methods or list(DEFAULT_METHODS)
+    requested = args.method or list(DEFAULT_METHODS)
     methods = available_methods(requested)
-    if args.methods and len(methods) != len(requested):
+    if args.method and len(methods) != len(requested):
         missing = sorted(set(requested) - set(methods))
         raise SystemExit(f"compare: unknown method(s) {missing}; available: {sorted(METHODS)}")
     cascade = None if args.cascade == "auto" else [s.strip() for s in args.cascade.split(",") if s.strip()]
@@ -324,23 +368,29 @@ def run(args: argparse.Namespace) -> int:
         pick = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(args.seed))
         dataset = Subset(dataset, sorted(pick[: args.max_images].tolist()))
     model = model.to(device).eval()
-    target_layer = args.target_layer or default_target_layer(model)
+    try:
+        target_layer = str(resolve_map_options(args, model)["layer"]) if args.layer or args.checkpoint else default_target_layer(model)
+    except ValueError as err:
+        raise SystemExit(f"compare: {err}") from None
     if cascade is None:
         cascade = default_cascade(model, target_layer)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False)
     batches = ([t.to(device) for t in batch] for batch in loader)
     print(f"model: {description}; {len(dataset)} images at {size}x{size} on {device}; "
-          f"target layer {target_layer}; methods: {' '.join(methods)}")
+          f"target layer {target_layer}; methods: {' '.join(methods)}; {args.alignment} alignment")
+    if "scorecam" in methods:
+        print(_scorecam_estimate(model, target_layer, size, len(dataset), args.chunk_size))
     try:
         rows = compare_methods(
             model, batches, methods, target_layer=target_layer, steps=args.steps,
             chunk_size=args.chunk_size, cascade=cascade, progress=not args.quiet,
+            alignment=args.alignment, total=len(loader),
         )
     except ValueError as err:
         raise SystemExit(f"compare: {err}") from None
     settings = {
         "model": description, "data": str(args.data), "split": split, "images": len(dataset),
-        "input_size": size, "target_layer": target_layer, "steps": args.steps,
+        "input_size": size, "target_layer": target_layer, "alignment": args.alignment, "steps": args.steps,
         "cascade": cascade, "device": str(device), "torch": str(torch.__version__),
         "deletion_substrate": "zero", "insertion_substrate": "blur",
     }

@@ -30,6 +30,7 @@ import csv
 import json
 import math
 import os
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -86,7 +87,7 @@ _OPTIONS: dict[str, tuple[object, object, str]] = {
     "workers": (0, int, "DataLoader worker processes"),
     "seed": (0, int, "seed for splits, shuffling, augmentation and initialisation"),
     "device": ("auto", str, "auto, cpu, cuda or cuda:N"),
-    "resume": (None, str, "continue from a last.pt written by train (optimizer, scheduler, epoch, RNG)"),
+    "resume": (None, str, "continue from a last.pt written by train (its whole configuration, optimizer, scheduler, epoch, RNG); flags given again override its options"),
     "stop_after": (None, int, "stop after this many epochs of this run (the schedule still spans --epochs); continue later with --resume"),
     "target_layer": ("layer4.2.conv3", str, "Grad-CAM layer stored in the checkpoint (used by from_checkpoint)"),
     "mean": (None, str, "comma-separated normalisation mean (default: the ImageNet weights')"),
@@ -145,15 +146,37 @@ def load_config(path: str | os.PathLike) -> dict[str, object]:
     return config
 
 
+#: Options of one invocation that ``--resume`` does not take from the interrupted run.
+_NOT_RESUMED = ("resume", "stop_after", "config")
+
+
 def resolve_config(args: argparse.Namespace) -> argparse.Namespace:
-    """Defaults, then the YAML ``--config``, then flags given on the command line."""
+    """Defaults, then the run configuration stored in ``--resume``'s checkpoint, then the YAML
+    ``--config``, then flags given on the command line.
+
+    ``train --resume runs/x/last.pt`` alone therefore continues the run with its own data,
+    output folder, schedule and every other option; a flag given again overrides it.
+    """
     values = dict(DEFAULTS)
+    given = {k: v for k, v in vars(args).items() if k in _OPTIONS}
     config_path = getattr(args, "config", None)
-    if config_path:
-        values.update(load_config(config_path))
-    values.update({k: v for k, v in vars(args).items() if k in _OPTIONS})
+    file_values = load_config(config_path) if config_path else {}
+    resume = given.get("resume", file_values.get("resume"))
+    if resume:
+        values.update(_stored_config(resume))
+    values.update(file_values)
+    values.update(given)
     _validate(values)
     return argparse.Namespace(**values)
+
+
+def _stored_config(path: str | os.PathLike) -> dict[str, object]:
+    from .checkpoint import load_checkpoint
+
+    stored = load_checkpoint(path).get("train_config")
+    if not isinstance(stored, dict):
+        return {}
+    return {k: v for k, v in stored.items() if k in _OPTIONS and k not in _NOT_RESUMED}
 
 
 def _validate(values: dict[str, object]) -> None:
@@ -415,6 +438,12 @@ def run(args: argparse.Namespace) -> int:
     context = init_distributed(cfg.device)
     try:
         return _train(cfg, context)
+    except KeyboardInterrupt:
+        if context.is_main:
+            last = Path(cfg.out) / "last.pt"
+            hint = f"resume with: python -m gradcam_kit train --resume {last}" if last.is_file() else "no epoch had finished, so there is nothing to resume"
+            print(f"\ntrain: interrupted; {hint}", file=sys.stderr)
+        return 130
     finally:
         cleanup(context)
 

@@ -143,5 +143,18 @@ def test_default_cascade_reaches_the_target_layer_stage():
     assert default_cascade(TinyNet(), "layer4.2") == ["fc", "layer4"]
 
 
-def test_default_methods_list_the_whole_family():
-    assert DEFAULT_METHODS == ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam", "scorecam")
+def test_default_methods_cost_one_pass_and_scorecam_is_on_request(tmp_path, capsys):
+    assert DEFAULT_METHODS == ("gradcam", "gradcam++", "xgradcam", "hirescam", "layercam")
+    data = _write_dataset(tmp_path / "data")
+    out = tmp_path / "out"
+    assert run(_args("--data", str(data), "--weights", "none", "--size", "32", "--steps", "2",
+                     "--batch-size", "2", "--cascade", "fc", "--method", "gradcam", "scorecam",
+                     "--layer", "layer1", "--chunk-size", "256", "--output", str(out),
+                     "--device", "cpu", "--quiet")) == 0
+    printed = capsys.readouterr().out
+    # the cost is said before Score-CAM starts: one masked forward per channel of layer1
+    assert "Score-CAM: 256 masked forwards per image" in printed and "512 in all" in printed
+    saved = json.loads((out / "compare.json").read_text())
+    assert [row["method"] for row in saved["rows"]] == ["gradcam", "scorecam"]
+    assert saved["settings"]["target_layer"] == "layer1"
+    assert saved["settings"]["alignment"] == "receptive-field"

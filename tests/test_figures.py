@@ -159,15 +159,15 @@ def test_command_writes_both_figures_per_image(tmp_path, capsys):
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
     # ImageFolder order: class folders sorted, so normal/ comes after lesion/.
     assert written == [
-        "image_1/attention_maps_img_1.png", "image_1/overlays_img_1.png",
-        "image_2/attention_maps_img_0.png", "image_2/overlays_img_0.png",
+        "0000_img_1/attention_maps_img_1.png", "0000_img_1/overlays_img_1.png",
+        "0001_img_0/attention_maps_img_0.png", "0001_img_0/overlays_img_0.png",
     ]
-    grid = np.asarray(Image.open(out / "image_1/attention_maps_img_1.png").convert("RGB"))
+    grid = np.asarray(Image.open(out / "0000_img_1/attention_maps_img_1.png").convert("RGB"))
     assert grid.shape == (800, 1300, 3)
     assert _contains(grid, HOT) and _contains(grid, COLD)
-    over = np.asarray(Image.open(out / "image_2/overlays_img_0.png").convert("RGB"))
+    over = np.asarray(Image.open(out / "0001_img_0/overlays_img_0.png").convert("RGB"))
     assert over.shape == (560, 1500, 3) and over.std() > 20
-    assert "image_1/attention_maps_img_1.png" in capsys.readouterr().out
+    assert "0000_img_1/attention_maps_img_1.png" in capsys.readouterr().out
 
 
 def test_command_selection_errors(tmp_path):
@@ -199,5 +199,5 @@ def test_checkpoint_metadata_sets_size_normalisation_and_class_names(tmp_path, c
     assert run(_args("--image", str(data / "normal" / "img_0.png"), "--checkpoint", str(path),
                      "--output", str(out), "--device", "cpu")) == 0
     assert f"1 image(s) at {SIZE}x{SIZE}" in capsys.readouterr().out
-    assert (out / "image_1" / "attention_maps_img_0.png").is_file()
-    assert (out / "image_1" / "overlays_img_0.png").is_file()
+    assert (out / "0000_img_0" / "attention_maps_img_0.png").is_file()
+    assert (out / "0000_img_0" / "overlays_img_0.png").is_file()
