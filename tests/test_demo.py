@@ -16,6 +16,12 @@ FIGURE_PIXELS = (
 )
 
 
+@pytest.fixture(autouse=True)
+def no_workflow_checkpoint(tmp_path, monkeypatch):
+    """Run where no `workflow` checkpoint exists, so the demo's default is random weights."""
+    monkeypatch.chdir(tmp_path)
+
+
 def check_outputs(output, stdout: str, size: tuple[int, int]) -> None:
     """The figures exist, at the original image's size, and the overlay is a real blend."""
     for name in ("gradcam_heatmap.png", "gradcam_overlay.png", "gradcam_figure.png"):

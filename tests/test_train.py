@@ -57,7 +57,8 @@ def test_resume_continues_exactly(data, tmp_path):
     assert train(*common, "--out", str(tmp_path / "straight")) == 0
     assert train(*common, "--out", str(tmp_path / "split"), "--stop-after", "1") == 0
     assert len(json.loads((tmp_path / "split" / "history.json").read_text())) == 1
-    assert train(*common, "--out", str(tmp_path / "split"), "--resume", str(tmp_path / "split" / "last.pt")) == 0
+    # --resume alone: the data, the output folder and every option come from last.pt
+    assert train("--resume", str(tmp_path / "split" / "last.pt")) == 0
     straight = load_checkpoint(tmp_path / "straight" / "last.pt")
     resumed = load_checkpoint(tmp_path / "split" / "last.pt")
     assert resumed["epoch"] == straight["epoch"] == 1
@@ -65,6 +66,23 @@ def test_resume_continues_exactly(data, tmp_path):
         torch.testing.assert_close(resumed["state_dict"][key], value, msg=key)
     assert resumed["scheduler"]["last_epoch"] == straight["scheduler"]["last_epoch"]
     assert len(json.loads((tmp_path / "split" / "history.json").read_text())) == 2
+
+
+def test_ctrl_c_ends_with_one_line_naming_the_resume_command(data, tmp_path, monkeypatch, capsys):
+    import gradcam_kit.train as train_module
+
+    out = tmp_path / "run"
+    assert train("--data", str(data), "--epochs", "1", *TINY, "--out", str(out)) == 0
+    capsys.readouterr()
+
+    def interrupted(cfg, context):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train_module, "_train", interrupted)
+    assert train("--resume", str(out / "last.pt"), "--epochs", "2") == 130
+    err = capsys.readouterr().err.strip()
+    assert err == f"train: interrupted; resume with: python -m gradcam_kit train --resume {out / 'last.pt'}"
+    assert "Traceback" not in err
 
 
 def test_yaml_config_keys_mirror_flags_and_flags_win(data, tmp_path):
