@@ -154,7 +154,11 @@ def _ours(
 
     model = setup.copy(gradcam=True, channels_last=channels_last)
     autocast = _autocast(setup.device, bf16)
-    options = {"gradcam_layers": list(layers) if layers else None, "gradcam_method": method}
+    # The references draw with the usual bilinear resize: compare like with like.
+    options = {
+        "gradcam_layers": list(layers) if layers else None, "gradcam_method": method,
+        "gradcam_alignment": "pixel",
+    }
 
     def run(x):
         with torch.no_grad(), autocast():

@@ -38,7 +38,7 @@ from .engine import CAMEngine, CAMOutput, ScoreFn
 from .layers import resolve_layers
 from .methods import CAMMethod, ClassActivationMap, get_method
 
-__all__ = ["GradCAMExplainer", "classifier_head", "default_target_layer", "explain"]
+__all__ = ["GradCAMExplainer", "classifier_head", "default_alignment", "default_target_layer", "explain"]
 
 LayerSpec = str | nn.Module | Sequence[str | nn.Module]
 
@@ -78,6 +78,23 @@ def default_target_layer(model: nn.Module) -> str:
             "nn.Conv2d; pass layers=... (see model.named_modules())"
         )
     return convolutions[-1]
+
+
+#: Families whose strided layers pad by ``k // 2``: unit ``i`` of a stride-``s`` map is centred
+#: on input pixel ``s * i`` (measured: within 2 px at 1024x1024, see docs/METHODS.md).
+_CENTRED_FAMILIES = (
+    tv.ResNet, tv.DenseNet, tv.ConvNeXt, tv.EfficientNet, tv.MobileNetV2, tv.MobileNetV3,
+    tv.RegNet, tv.ShuffleNetV2, tv.MNASNet, tv.VGG,
+)
+
+
+def default_alignment(model: nn.Module) -> str:
+    """``"receptive-field"`` for the families where it is exact, else ``"pixel"``.
+
+    See :func:`gradcam_kit.engine.upsample`; AlexNet, SqueezeNet, GoogLeNet, Inception and
+    unknown models keep the usual bilinear resize.
+    """
+    return "receptive-field" if isinstance(model, _CENTRED_FAMILIES) else "pixel"
 
 
 def classifier_head(model: nn.Module) -> nn.Linear:
@@ -171,6 +188,7 @@ class GradCAMExplainer:
         output_size: tuple[int, int] | str | None = "input",
         normalize: bool = True,
         score_fn: ScoreFn | None = None,
+        alignment: str | None = None,
     ) -> CAMOutput:
         """One forward pass; logits and a ``{layer: (B, H, W)}`` map per layer.
 
@@ -182,11 +200,13 @@ class GradCAMExplainer:
             output_size: ``"input"``, ``(h, w)`` or ``None`` for each layer's resolution.
             normalize: per-image min-max normalisation to ``[0, 1]``.
             score_fn: ``logits -> (B,)`` scores to explain instead of a class.
+            alignment: where map units are drawn; ``None``: :func:`default_alignment`.
 
         Raises:
             ValueError: an unknown layer (with suggestions), a bad class index or method.
         """
         cam_method = None if method is None else _method(self.model, method)
+        alignment = alignment or default_alignment(self.model)
         if self.is_vit:
             from .vit import TokensToGrid, patch_grid_size
 
@@ -198,7 +218,8 @@ class GradCAMExplainer:
                 reshape=TokensToGrid(patch_grid_size(self.model, x)),
             )
             return engine.explain(
-                x, class_idx, output_size=output_size, normalize=normalize, score_fn=score_fn
+                x, class_idx, output_size=output_size, normalize=normalize, score_fn=score_fn,
+                alignment=alignment,
             )
         return self._engine.explain(
             x,
@@ -208,6 +229,7 @@ class GradCAMExplainer:
             output_size=output_size,
             normalize=normalize,
             score_fn=score_fn,
+            alignment=alignment,
         )
 
     __call__ = explain
@@ -229,6 +251,7 @@ def explain(
     output_size: tuple[int, int] | str | None = "input",
     normalize: bool = True,
     score_fn: ScoreFn | None = None,
+    alignment: str | None = None,
 ) -> CAMOutput:
     """Explains ``model``'s decision on ``x`` at ``layers`` in one forward pass.
 
@@ -242,6 +265,8 @@ def explain(
         output_size: ``"input"``, ``(h, w)`` or ``None`` for each layer's resolution.
         normalize: per-image min-max normalisation to ``[0, 1]``.
         score_fn: ``logits -> (B,)`` scores to explain instead of a class.
+        alignment: where map units are drawn: ``"receptive-field"`` or ``"pixel"``;
+            ``None``: :func:`default_alignment` of the model's family.
 
     Returns:
         A :class:`~gradcam_kit.engine.CAMOutput`: ``logits``, ``heatmaps`` ``{layer: (B, H, W)}``
@@ -252,5 +277,6 @@ def explain(
             or an unknown method.
     """
     return GradCAMExplainer(model, layers, method).explain(
-        x, class_idx, output_size=output_size, normalize=normalize, score_fn=score_fn
+        x, class_idx, output_size=output_size, normalize=normalize, score_fn=score_fn,
+        alignment=alignment,
     )

@@ -10,7 +10,12 @@ import pytest
 import torch
 from conftest import build_model
 
-from gradcam_kit.checkpoint import explanation_choice, load_checkpoint, save_checkpoint, update_checkpoint
+from gradcam_kit.checkpoint import (
+    explanation_choice,
+    load_checkpoint,
+    save_checkpoint,
+    update_checkpoint,
+)
 from resnet50 import ResNet50FineTuned
 
 

@@ -48,7 +48,9 @@ def test_heatmap_equals_the_papers_formula(shared_model, images, classes):
     reference_model.load_state_dict(shared_model.state_dict(), strict=True)
     reference = paper_gradcam(reference_model, reference_model.layer4[2].conv3, images, classes)
     with torch.no_grad():
-        _, heatmap = shared_model(images, return_gradcam=True, gradcam_class_idx=classes)
+        _, heatmap = shared_model(
+            images, return_gradcam=True, gradcam_class_idx=classes, gradcam_alignment="pixel"
+        )
     torch.testing.assert_close(heatmap, reference, rtol=0, atol=1e-5)
 
 

@@ -138,10 +138,21 @@ def test_cam_method_uses_the_classifier_head(inputs):
         classifier_head(nn.Sequential(nn.Conv2d(3, 4, 3)))
 
 
+def test_alignment_default_follows_the_family(inputs):
+    from gradcam_kit.models import default_alignment
+
+    assert default_alignment(_build("resnet18")) == "receptive-field"
+    assert default_alignment(_build("alexnet")) == "pixel"
+    model = _build("resnet18")
+    aligned = explain(model, inputs, class_idx=CLASSES).heatmaps["layer4"]
+    torch.testing.assert_close(aligned, explain(model, inputs, class_idx=CLASSES, alignment="receptive-field").heatmaps["layer4"])
+    assert not torch.allclose(aligned, explain(model, inputs, class_idx=CLASSES, alignment="pixel").heatmaps["layer4"])
+
+
 def test_scorecam_by_name(inputs):
     model = _build("mobilenet_v3_small")
     small = inputs[:, :, :32, :32]
-    out = explain(model, small, layers="features.1", method="scorecam", class_idx=CLASSES)
+    out = explain(model, small, layers="features.1", method="scorecam", class_idx=CLASSES, alignment="pixel")
     expected = score_cam(model, small, "features.1", CLASSES)
     torch.testing.assert_close(out.heatmaps["features.1"], expected.heatmaps["features.1"])
     assert out.heatmaps["features.1"].shape == (2, 32, 32)

@@ -140,7 +140,8 @@ def test_scorecam_through_the_integrated_model(shared_model, make_images):
     layer = "layer1.0.conv1"  # 64 channels: 64 masked forwards
     with torch.no_grad():
         logits, heatmaps = shared_model(
-            x, return_gradcam=True, gradcam_method="scorecam", gradcam_layers=[layer]
+            x, return_gradcam=True, gradcam_method="scorecam", gradcam_layers=[layer],
+            gradcam_alignment="pixel",
         )
     expected = score_cam(shared_model, x, layer)
     torch.testing.assert_close(heatmaps[layer], expected.heatmaps[layer])

@@ -124,7 +124,9 @@ def test_raw_map_has_the_layer_resolution(shared_model, make_images, height, wid
     # Not normalised: the raw map keeps its own scale.
     assert not torch.allclose(raw.flatten(1).amax(1), torch.ones(2))
     # The heatmap is exactly the raw map, upsampled then min-max normalised.
-    torch.testing.assert_close(heatmap, min_max_normalize(upsample(raw, (height, width))))
+    torch.testing.assert_close(
+        heatmap, min_max_normalize(upsample(raw, (height, width), alignment="receptive-field"))
+    )
 
 
 def test_raw_map_is_7x7_at_224(shared_model):
@@ -538,7 +540,8 @@ def test_parity_with_pytorch_grad_cam(shared_model, images, class_idx):
 
     model = build_model(freeze_features=False, enable_gradcam=True)
     model.load_state_dict(shared_model.state_dict())
-    logits, heatmap = model(images, return_gradcam=True, gradcam_class_idx=class_idx)
+    # pytorch-grad-cam draws with the usual bilinear resize: the "pixel" alignment.
+    logits, heatmap = model(images, return_gradcam=True, gradcam_class_idx=class_idx, gradcam_alignment="pixel")
 
     reference_model = copy.deepcopy(model)
     reference_model.disable_gradcam_mode()
