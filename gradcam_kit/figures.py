@@ -350,9 +350,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--folder", type=Path,
                         help="a folder of images (ImageFolder class folders give true labels) or a CSV")
     pick = parser.add_mutually_exclusive_group()
-    pick.add_argument("--num-images", type=int, help="with --folder: the first N images (sorted)")
-    pick.add_argument("--random", type=int, metavar="N", help="with --folder: N images at random")
-    pick.add_argument("--index", type=int, metavar="I", help="with --folder: the I-th image (0-based)")
+    pick.add_argument("--num-images", type=int, help="with --folder: N images spread evenly over the sorted input")
+    pick.add_argument("--random", type=int, metavar="N", help="with --folder: N images at random (see --seed)")
+    pick.add_argument("--index", type=int, nargs="+", metavar="I", help="with --folder: these positions in the sorted input (0-based), as in explain")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint of ResNet50FineTuned")
     parser.add_argument("--weights", default="imagenet", choices=["imagenet", "none"],
@@ -372,16 +372,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _select(count: int, args: argparse.Namespace) -> list[int]:
+    """Positions in the sorted input: ``--index`` as given, ``--random N`` seeded, or
+    ``--num-images N`` spread evenly over the input (so every class folder shows up)."""
     if args.index is not None:
-        if not 0 <= args.index < count:
-            raise ValueError(f"--index {args.index} is out of range: the folder holds {count} images (0..{count - 1})")
-        return [args.index]
+        bad = [i for i in args.index if not 0 <= i < count]
+        if bad:
+            raise ValueError(f"--index {bad} out of range: the input holds {count} images (0 to {count - 1})")
+        return sorted(set(args.index))
     for flag, value in (("--num-images", args.num_images), ("--random", args.random)):
         if value is not None and value < 1:
             raise ValueError(f"{flag} must be at least 1, got {value}")
     if args.random is not None:
         return sorted(random.Random(args.seed).sample(range(count), min(args.random, count)))
-    return list(range(min(args.num_images or count, count)))
+    wanted = min(args.num_images or count, count)
+    if wanted == count:
+        return list(range(count))
+    return sorted({round(k * (count - 1) / max(wanted - 1, 1)) for k in range(wanted)})
 
 
 def _preprocessing(args: argparse.Namespace) -> tuple[int, dict[str, list[float]]]:

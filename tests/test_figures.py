@@ -157,15 +157,16 @@ def test_command_writes_both_figures_per_image(tmp_path, capsys):
     assert run(_args("--folder", str(data), "--num-images", "2", "--weights", "none",
                      "--size", str(SIZE), "--output", str(out), "--device", "cpu")) == 0
     written = sorted(p.relative_to(out).as_posix() for p in out.rglob("*.png"))
-    # ImageFolder order: class folders sorted, so normal/ comes after lesion/.
+    # ImageFolder order (lesion/img_1, normal/img_0, normal/img_2): two images spread over
+    # the three reach both classes; each folder is named by the image's position and stem.
     assert written == [
         "0000_img_1/attention_maps_img_1.png", "0000_img_1/overlays_img_1.png",
-        "0001_img_0/attention_maps_img_0.png", "0001_img_0/overlays_img_0.png",
+        "0002_img_2/attention_maps_img_2.png", "0002_img_2/overlays_img_2.png",
     ]
     grid = np.asarray(Image.open(out / "0000_img_1/attention_maps_img_1.png").convert("RGB"))
     assert grid.shape == (800, 1300, 3)
     assert _contains(grid, HOT) and _contains(grid, COLD)
-    over = np.asarray(Image.open(out / "0001_img_0/overlays_img_0.png").convert("RGB"))
+    over = np.asarray(Image.open(out / "0002_img_2/overlays_img_2.png").convert("RGB"))
     assert over.shape == (560, 1500, 3) and over.std() > 20
     assert "0000_img_1/attention_maps_img_1.png" in capsys.readouterr().out
 
