@@ -341,10 +341,51 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "field's centre (default: %(default)s)",
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the evaluation.json and overlays/ an earlier evaluate wrote (never other "
+        "files); without it, evaluate refuses to replace them",
+    )
+
+
+def _output_folders(args: argparse.Namespace, checkpoint: Path) -> list:
+    """Where evaluate writes, checked before any work (see docs/CLI.md, "Output folders").
+
+    ``evaluation.json`` and ``overlays/`` go beside the checkpoint by default, in a folder
+    that holds other files (the checkpoint, train's logs): only those two names are
+    evaluate's, and an earlier evaluate's copies are replaced only with ``--overwrite``.
+    """
+    from .outputs import OutputFolder
+
+    json_path = Path(args.json) if args.json else checkpoint.parent / "evaluation.json"
+    names = [json_path.name]
+    folders = []
+    if args.overlay_dir:
+        if args.overlays:
+            folders.append(OutputFolder(
+                args.overlay_dir, command="evaluate", overwrite=args.overwrite, flag="--overlay-dir"
+            ))
+    elif json_path.parent.resolve() == checkpoint.parent.resolve():
+        names.append("overlays")  # an old overlays/ beside a new evaluation.json would mix runs
+    else:
+        if args.overlays:
+            folders.append(OutputFolder(
+                checkpoint.parent, command="evaluate", overwrite=args.overwrite,
+                flag="--overlay-dir", names=["overlays"],
+            ))
+    first = OutputFolder(
+        json_path.parent, command="evaluate", overwrite=args.overwrite, flag="--json", names=names
+    )
+    return [first, *folders]
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluates, prints the table, writes the JSON; returns 0."""
+    """Evaluates, prints the table, writes the JSON; returns 0.
+
+    Raises:
+        FileExistsError: an earlier evaluate's ``evaluation.json`` or ``overlays/`` is where
+            this one would write, and ``--overwrite`` was not given.
+    """
     from resnet50 import ResNet50FineTuned
 
     from .checkpoint import load_checkpoint
@@ -352,6 +393,7 @@ def run(args: argparse.Namespace) -> int:
     from .preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform
 
     checkpoint = Path(args.checkpoint)
+    outputs = _output_folders(args, checkpoint)  # before any work: refuse now, not after it
     metadata = load_checkpoint(checkpoint)
     model = ResNet50FineTuned.from_checkpoint(checkpoint)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
@@ -378,13 +420,18 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_table(result))
     json_path = Path(args.json) if args.json else checkpoint.parent / "evaluation.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(json_path, "w") as handle:
-        json.dump(json_safe(result), handle, indent=2)
-    print(f"results: {json_path}")
-    if kept:
+    for folder in outputs:
+        folder.clear()
+    try:
+        with open(json_path, "w") as handle:
+            json.dump(json_safe(result), handle, indent=2)
+        print(f"results: {json_path}")
         overlay_dir = Path(args.overlay_dir) if args.overlay_dir else checkpoint.parent / "overlays"
-        written = write_overlays(kept, overlay_dir, mean=mean, std=std)
+        written = write_overlays(kept, overlay_dir, mean=mean, std=std) if kept else []
+    finally:
+        for folder in outputs:
+            folder.record()
+    if kept:
         print(
             f"overlays ({args.methods[0]}: {', '.join(['input', *args.layers])}; mask outline green, "
             f"maximum as a white cross): {len(written)} in {overlay_dir}"
