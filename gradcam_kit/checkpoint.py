@@ -52,9 +52,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        # weights_only refusals name the offending global on a later line: keep that one.
+        detail = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
         raise ValueError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {err}. "
-            "Expected a file written by torch.save() holding a state_dict"
+            f"cannot read checkpoint {path} ({type(err).__name__}: {detail[:160]}); expected a "
+            "file written by torch.save() holding a state_dict, not truncated or corrupt"
         ) from None
     if not isinstance(loaded, Mapping):
         raise ValueError(
