@@ -108,6 +108,11 @@ def load_into(model: nn.Module, state_dict: Mapping[str, Tensor], *, source: str
     """
     own = model.state_dict()
     state_dict = _adapt_keys(dict(state_dict), set(own))
+    # BatchNorm's step counter, which FrozenBatchNorm2d (a norm_layer option) does not keep.
+    state_dict = {
+        k: v for k, v in state_dict.items()
+        if k in own or not k.endswith(".num_batches_tracked")
+    }
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     shapes = [

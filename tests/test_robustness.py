@@ -237,3 +237,37 @@ def test_from_checkpoint_does_not_ignore_num_classes_zero(tmp_path):
     path = save_checkpoint(tmp_path / "m.pt", ResNet50FineTuned(2, weights=None), num_classes=2)
     with pytest.raises(ValueError, match="num_classes must be a positive int, got 0"):
         ResNet50FineTuned.from_checkpoint(path, num_classes=0)
+
+
+# -- checkpoints of wrapped models, in every command that reads them --------------------------
+@pytest.mark.parametrize("prefix", ["module.", "model.", "_orig_mod.", "module.model."])
+def test_explain_reads_checkpoints_of_wrapped_models(prefix, tmp_path):
+    from PIL import Image
+
+    from gradcam_kit.cli import main
+
+    torch.manual_seed(0)
+    plain = ResNet50FineTuned(3, weights=None)
+    # DataParallel/DDP, Lightning, torch.compile: no num_classes entry, only prefixed keys
+    wrapped = {prefix + k: v for k, v in plain.state_dict().items()}
+    torch.save({"state_dict": wrapped, "epoch": 3}, tmp_path / "wrapped.ckpt")
+    Image.new("L", (40, 40), color=70).save(tmp_path / "x.png")
+    out = tmp_path / "out"
+    assert main(["explain", str(tmp_path / "x.png"), "--checkpoint", str(tmp_path / "wrapped.ckpt"),
+                 "--size", "32", "--num-workers", "0", "--grid", "0", "--output", str(out)]) == 0
+    header = (out / "predictions.csv").read_text().splitlines()[0]
+    assert header.endswith("prob_0,prob_1,prob_2")  # the head's 3 classes, read through the prefix
+    loaded = ResNet50FineTuned.from_checkpoint(tmp_path / "wrapped.ckpt")
+    torch.testing.assert_close(loaded.fc.weight, plain.fc.weight)
+
+
+def test_frozen_batchnorm_model_loads_a_plain_checkpoint(tmp_path):
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from gradcam_kit.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    plain = ResNet50FineTuned(2, weights=None)
+    path = save_checkpoint(tmp_path / "plain.pt", plain, num_classes=2)
+    frozen = ResNet50FineTuned(2, weights=path, norm_layer=FrozenBatchNorm2d)
+    torch.testing.assert_close(frozen.bn1.running_var, plain.bn1.running_var)
