@@ -11,7 +11,6 @@ import warnings
 
 import pytest
 import torch
-
 from conftest import SIZE, build_model, hook_counts
 
 
