@@ -271,3 +271,53 @@ def test_frozen_batchnorm_model_loads_a_plain_checkpoint(tmp_path):
     path = save_checkpoint(tmp_path / "plain.pt", plain, num_classes=2)
     frozen = ResNet50FineTuned(2, weights=path, norm_layer=FrozenBatchNorm2d)
     torch.testing.assert_close(frozen.bn1.running_var, plain.bn1.running_var)
+
+
+# -- DenseNet (CheXNet's backbone): the default layer is the tensor the head reads -------------
+def _densenet():
+    from torchvision.models import densenet121
+
+    torch.manual_seed(0)
+    net = densenet121(weights=None, num_classes=3)
+    generator = torch.Generator().manual_seed(1)
+    for module in net.modules():  # non-trivial eval statistics: some features go negative
+        if isinstance(module, nn.BatchNorm2d):
+            module.running_mean.normal_(0.0, 0.3, generator=generator)
+            module.running_var.uniform_(0.5, 1.5, generator=generator)
+    return net.eval()
+
+
+def test_densenet_cam_is_the_cam_of_the_head(images):
+    from gradcam_kit.models import explain
+
+    net = _densenet()
+    with torch.no_grad():
+        pooled_input = torch.relu(net.features(images))  # what torchvision's head pools
+        logits = net(images)
+    assert bool((net.features(images) < 0).any())  # so pre- and post-ReLU differ
+    out = explain(net, images, method="cam", class_idx=[0, 2], output_size=None, normalize=False)
+    weights = net.classifier.weight[[0, 2]]
+    expected = torch.einsum("bc,bchw->bhw", weights, pooled_input).clamp_min(0)
+    torch.testing.assert_close(out.heatmaps["features"], expected)
+    torch.testing.assert_close(out.logits, logits)  # the model's output is unchanged
+    # exactness: the class score is the spatial mean of the un-rectified CAM plus the bias
+    scores = torch.einsum("bc,bchw->bhw", weights, pooled_input).mean(dim=(1, 2))
+    torch.testing.assert_close(scores + net.classifier.bias[[0, 2]], logits[[0, 1], [0, 2]])
+    assert hook_counts(net)["forward"] == 0
+
+
+def test_densenet_gradcam_uses_the_rectified_features(images):
+    from gradcam_kit.models import GradCAMExplainer
+
+    net = _densenet()
+    features = torch.relu(net.features(images)).detach().requires_grad_(True)
+    score = net.classifier(torch.flatten(nn.functional.adaptive_avg_pool2d(torch.relu(features), 1), 1))
+    (gradient,) = torch.autograd.grad(score[:, 1].sum(), features)
+    manual = torch.einsum("bc,bchw->bhw", gradient.mean(dim=(2, 3)), features.detach()).clamp_min(0)
+    with GradCAMExplainer(net) as explainer:  # attached: the rectifying hook stays too
+        attached = explainer(images, 1, output_size=None, normalize=False).heatmaps["features"]
+        assert hook_counts(net)["forward"] == 2
+    one_shot = GradCAMExplainer(net)(images, 1, output_size=None, normalize=False).heatmaps["features"]
+    torch.testing.assert_close(attached, manual)
+    torch.testing.assert_close(one_shot, manual)
+    assert hook_counts(net)["forward"] == 0
