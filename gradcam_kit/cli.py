@@ -52,8 +52,9 @@ EXIT_STATUSES: dict[int, str] = {
 }
 # What a user's mistake raises: bad values and types, files that are missing, exist, or
 # cannot be read, and runtime conditions the message explains (weights not cached, a layer
-# that did not run). Anything else is a bug and keeps its traceback.
-USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError, KeyError, IndexError)
+# that did not run). Anything else (KeyError, IndexError, ...) is a bug: exit status 1 and
+# the traceback, so that it gets reported instead of read as the user's fault.
+USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -87,8 +88,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _one_line(err: BaseException) -> str:
     text = str(err)
-    if isinstance(err, KeyError) and err.args:
-        text = f"missing key {err.args[0]!r}"
     if isinstance(err, OSError) and err.filename is not None and err.strerror:
         text = f"{err.strerror}: {err.filename}"
     return " ".join(text.split()) or type(err).__name__

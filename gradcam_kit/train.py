@@ -33,6 +33,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -50,6 +51,9 @@ from .distributed import (
 )
 from .metrics import classification_metrics, format_metrics, json_safe
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform
+
+if TYPE_CHECKING:
+    from .outputs import OutputFolder
 
 __all__ = ["DEFAULTS", "SEEN_ENV", "add_arguments", "load_config", "resolve_config", "run"]
 
@@ -427,7 +431,9 @@ def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     return Path(folder).resolve() in Path(path).resolve().parents
 
 
-def _train(cfg: argparse.Namespace, context: DistributedContext, outputs=None) -> int:
+def _train(
+    cfg: argparse.Namespace, context: DistributedContext, outputs: OutputFolder | None = None
+) -> int:
     from tqdm.auto import tqdm
 
     from .checkpoint import load_checkpoint, save_checkpoint

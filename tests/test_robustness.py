@@ -321,3 +321,20 @@ def test_densenet_gradcam_uses_the_rectified_features(images):
     torch.testing.assert_close(attached, manual)
     torch.testing.assert_close(one_shot, manual)
     assert hook_counts(net)["forward"] == 0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_del_model_returns_gpu_memory_without_the_garbage_collector():
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    gc.disable()
+    try:
+        on_gpu = ResNet50FineTuned(2, weights=None, enable_gradcam=True).cuda()
+        x = torch.randn(2, 3, SIZE, SIZE, device="cuda")
+        with torch.no_grad():
+            on_gpu(x, return_gradcam=True)
+        del on_gpu, x
+        torch.cuda.empty_cache()
+        assert torch.cuda.memory_allocated() == baseline
+    finally:
+        gc.enable()
