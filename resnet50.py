@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,7 +30,7 @@ from gradcam_kit.checkpoint import (
     load_into,
     torchvision_state_dict,
 )
-from gradcam_kit.engine import CAMEngine
+from gradcam_kit.engine import CAMEngine, CAMOutput, _capture_hook
 from gradcam_kit.methods import CAMMethod
 from gradcam_kit.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize, preprocess
 from gradcam_kit.render import images_to_tensor, overlay, to_numpy_images
@@ -55,6 +57,10 @@ class ResNet50FineTuned(ResNet):
             :attr:`gradcam_choice`.
         gradcam_method: ``"gradcam"`` or another method of :mod:`gradcam_kit.methods`; can be
             changed per call. ``None``: Grad-CAM, or the checkpoint's recommended method.
+        progress: show a progress bar while ImageNet weights download (as torchvision's).
+        zero_init_residual, norm_layer, replace_stride_with_dilation: torchvision's
+            ``ResNet`` options, passed through (e.g. ``norm_layer=FrozenBatchNorm2d``,
+            ``replace_stride_with_dilation=[False, False, True]`` for a stride-16 ``layer4``).
 
     Raises:
         RuntimeError: ImageNet weights were asked for but are neither cached nor
@@ -74,13 +80,20 @@ class ResNet50FineTuned(ResNet):
         weights: ResNet50_Weights | str | os.PathLike | None = "DEFAULT",
         target_layer: str | None = None,
         gradcam_method: str | CAMMethod | None = None,
+        progress: bool = True,
+        zero_init_residual: bool = False,
+        norm_layer: Callable[..., nn.Module] | None = None,
+        replace_stride_with_dilation: list[bool] | None = None,
     ) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
             raise ValueError(f"num_classes must be a positive int, got {num_classes!r}")
-        super().__init__(Bottleneck, [3, 4, 6, 3])
+        super().__init__(
+            Bottleneck, [3, 4, 6, 3], zero_init_residual=zero_init_residual,
+            norm_layer=norm_layer, replace_stride_with_dilation=replace_stride_with_dilation,
+        )
         checkpoint = _checkpoint_path(weights)
         if checkpoint is None and weights is not None:
-            self.load_state_dict(torchvision_state_dict(_imagenet_weights(weights)))
+            self.load_state_dict(torchvision_state_dict(_imagenet_weights(weights), progress=progress))
         self.fc = nn.Linear(self.fc.in_features, num_classes)
         self.class_names: list[str] | None = None
         self.input_size: tuple[int, int] | None = None
@@ -102,7 +115,8 @@ class ResNet50FineTuned(ResNet):
             }
         #: ``{"layer", "method", "source"}``: what Grad-CAM explains by default, and why.
         self.gradcam_choice: dict[str, object] = choice
-        self._gradcam = CAMEngine(self, choice["layer"], method=choice["method"])
+        # A weak reference back to the model: no cycle, so `del model` frees it at once.
+        self._gradcam = CAMEngine(self, choice["layer"], method=choice["method"], hold_model=False)
         if enable_gradcam:
             self.enable_gradcam_mode()
 
@@ -122,17 +136,22 @@ class ResNet50FineTuned(ResNet):
             ValueError: the file is unreadable, holds no state_dict, or does not fit.
         """
         loaded = load_checkpoint(path)
-        num_classes = kwargs.pop("num_classes", None) or loaded.get("num_classes")
-        if num_classes is None:
-            state_dict = extract_state_dict(loaded, source=str(path))
-            heads = [v for k, v in state_dict.items() if k == "fc.weight" or k.endswith(".fc.weight")]
-            if not heads:
-                raise ValueError(
-                    f"checkpoint {path} holds no fc.weight to read the number of classes from; "
-                    "pass num_classes=... or load it with ResNet50FineTuned(num_classes, weights=path)"
-                )
-            num_classes = heads[0].shape[0]
-        return cls(int(num_classes), weights=path, **kwargs)
+        if "num_classes" in kwargs:  # an explicit value wins, even 0 (which is refused)
+            num_classes = kwargs.pop("num_classes")
+        else:
+            num_classes = loaded.get("num_classes")
+            if num_classes is None:
+                state_dict = extract_state_dict(loaded, source=str(path))
+                heads = [v for k, v in state_dict.items() if k == "fc.weight" or k.endswith(".fc.weight")]
+                if not heads:
+                    raise ValueError(
+                        f"checkpoint {path} holds no fc.weight to read the number of classes "
+                        "from; pass num_classes=... or load it with "
+                        "ResNet50FineTuned(num_classes, weights=path)"
+                    )
+                num_classes = heads[0].shape[0]
+            num_classes = int(num_classes)
+        return cls(num_classes, weights=path, **kwargs)
 
     def _read_metadata(self, loaded: dict) -> None:
         names = loaded.get("class_names")
@@ -179,12 +198,7 @@ class ResNet50FineTuned(ResNet):
         x: Tensor,
         return_gradcam: bool = False,
         gradcam_class_idx: int | Sequence[int] | Tensor | None = None,
-        *,
-        gradcam_method: str | CAMMethod | None = None,
-        gradcam_layers: str | Sequence[str] | None = None,
-        gradcam_raw: bool = False,
-        gradcam_score_fn: Callable[[Tensor], Tensor] | None = None,
-        gradcam_alignment: str = "receptive-field",
+        **gradcam_options: Any,
     ) -> Tensor | tuple[Tensor, Tensor | dict[str, Tensor]]:
         """Logits, and optionally a Grad-CAM heatmap from the same forward pass.
 
@@ -192,20 +206,19 @@ class ResNet50FineTuned(ResNet):
             x: ``(B, 3, H, W)`` normalised images (see :func:`preprocess`).
             return_gradcam: also return the heatmap.
             gradcam_class_idx: ``None`` explains each image's predicted class; an ``int``
-                one class for all; a sequence/tensor one class per image.
-            gradcam_method: method for this call (``"gradcam++"``, ``"layercam"``, ...).
-            gradcam_layers: explain these layers instead (e.g. ``["layer1", "layer2",
-                "layer3", "layer4"]``); the heatmap is then a ``{layer: map}`` dict, all
-                from the same single forward pass.
-            gradcam_raw: return the map at the layer's own resolution (7x7 for a 224x224
-                input), after ReLU and before any normalisation.
-            gradcam_score_fn: ``logits -> (B,) scores`` to explain instead of a class, e.g.
-                ``lambda z: -z[:, 0]`` for the negative decision of a single-logit head.
-            gradcam_alignment: ``"receptive-field"`` (default) puts each unit of the map on
-                the centre of its receptive field, exact for ResNets; ``"pixel"`` is the usual
-                bilinear resize of pytorch-grad-cam and torchcam, which draws every unit
-                (s - 1) / 2 px down and right of it (15.5 px for ``layer4`` at 224x224); see
-                :func:`gradcam_kit.engine.upsample`.
+                (or a numpy integer) one class for all; a sequence/tensor/array one class
+                per image.
+            **gradcam_options: the options of :meth:`explain`, prefixed ``gradcam_``:
+                ``gradcam_method`` (``"gradcam++"``, ``"layercam"``, ...),
+                ``gradcam_layers`` (e.g. ``["layer1", "layer2", "layer3", "layer4"]``: the
+                heatmap is then a ``{layer: map}`` dict, all from the same forward pass),
+                ``gradcam_raw`` (the map at the layer's own resolution, after ReLU, not
+                normalised), ``gradcam_score_fn`` (``logits -> (B,)`` scores to explain
+                instead of a class, e.g. ``lambda z: -z[:, 0]``) and ``gradcam_alignment``
+                (``"receptive-field"``, the default, or ``"pixel"``, see :meth:`explain`).
+                They are keyword arguments collected here, not named parameters, so that
+                export tools that fill every named parameter positionally (the TorchScript
+                ONNX exporter) see the plain ``forward(x)``.
 
         Returns:
             ``logits`` if ``return_gradcam`` is false; else ``(logits, heatmap)`` where
@@ -213,29 +226,82 @@ class ResNet50FineTuned(ResNet):
 
         Raises:
             RuntimeError: ``return_gradcam=True`` while Grad-CAM is disabled.
-            ValueError: a bad ``gradcam_class_idx`` (wrong length, out of range, non-integer).
+            ValueError: a bad ``gradcam_class_idx`` (wrong length, out of range, non-integer)
+                or an input holding NaN/Inf.
+            TypeError: an unknown ``gradcam_`` option.
         """
+        # torch.fx.symbolic_trace passes Proxies for every argument: it traces the plain model.
+        if isinstance(return_gradcam, torch.fx.Proxy):
+            return self._forward_impl(x)
+        options = _explain_options(gradcam_options)
         if not return_gradcam:
             return self._forward_impl(x)
+        result = self.explain(x, gradcam_class_idx, **options)
+        layers = options.get("layers")
+        if layers is None or isinstance(layers, str):
+            return result.logits, next(iter(result.heatmaps.values()))
+        return result.logits, result.heatmaps
+
+    def explain(
+        self,
+        x: Tensor,
+        class_idx: int | Sequence[int] | Tensor | None = None,
+        *,
+        method: str | CAMMethod | None = None,
+        layers: str | Sequence[str] | None = None,
+        raw: bool = False,
+        score_fn: Callable[[Tensor], Tensor] | None = None,
+        alignment: str = "receptive-field",
+    ) -> CAMOutput:
+        """The full Grad-CAM result of one forward pass (what ``forward`` returns a part of).
+
+        Args:
+            x: ``(B, 3, H, W)`` normalised images.
+            class_idx: as ``forward``'s ``gradcam_class_idx``.
+            method: method for this call (``"gradcam++"``, ``"layercam"``, ...).
+            layers: explain these layers instead of the target layer.
+            raw: maps at the layers' own resolution (7x7 for a 224x224 input), after ReLU
+                and before any normalisation.
+            score_fn: ``logits -> (B,)`` scores to explain instead of a class.
+            alignment: ``"receptive-field"`` (default) puts each unit of the map on the
+                centre of its receptive field, exact for ResNets; ``"pixel"`` is the usual
+                bilinear resize of pytorch-grad-cam and torchcam, which draws every unit
+                (s - 1) / 2 px down and right of it (15.5 px for ``layer4`` at 224x224); see
+                :func:`gradcam_kit.engine.upsample`.
+
+        Returns:
+            A :class:`~gradcam_kit.engine.CAMOutput`: ``logits``, ``heatmaps``
+            ``{layer: (B, H, W)}`` and the explained ``class_idx``.
+
+        Raises:
+            RuntimeError: Grad-CAM is disabled.
+            ValueError: a bad class index or an input holding NaN/Inf.
+        """
         if not self.gradcam_enabled:
             raise RuntimeError(
                 "Grad-CAM is disabled: construct the model with enable_gradcam=True "
                 "or call model.enable_gradcam_mode() before forward(..., return_gradcam=True)"
             )
-        result = self._gradcam.explain(
+        return self._gradcam.explain(
             x,
-            gradcam_class_idx,
-            layers=gradcam_layers,
-            method=gradcam_method,
-            output_size=None if gradcam_raw else "input",
-            normalize=not gradcam_raw,
-            score_fn=gradcam_score_fn,
+            class_idx,
+            layers=layers,
+            method=method,
+            output_size=None if raw else "input",
+            normalize=not raw,
+            score_fn=score_fn,
             forward=self._forward_impl,
-            alignment=gradcam_alignment,
+            alignment=alignment,
         )
-        if gradcam_layers is None or isinstance(gradcam_layers, str):
-            return result.logits, next(iter(result.heatmaps.values()))
-        return result.logits, result.heatmaps
+
+    def __prepare_scriptable__(self) -> ResNet:
+        """What ``torch.jit.script`` compiles: the plain network, ``forward(x) -> logits``.
+
+        A torchvision ``ResNet`` sharing this model's parameters and buffers, without the
+        Grad-CAM hooks (Python code TorchScript cannot compile). Grad-CAM needs autograd at
+        run time, so it stays with the eager model.
+        """
+        return _without_capture_hooks(self, as_class=ResNet, drop=("_gradcam", "class_names"))
 
     # -- Grad-CAM switch --------------------------------------------------------------
     @property
@@ -334,6 +400,52 @@ class ResNet50FineTuned(ResNet):
         if len(pairs) == 1:
             return pairs[0]
         return [c for c, _ in pairs], [o for _, o in pairs]
+
+
+_FORWARD_OPTIONS = {
+    "gradcam_method": "method",
+    "gradcam_layers": "layers",
+    "gradcam_raw": "raw",
+    "gradcam_score_fn": "score_fn",
+    "gradcam_alignment": "alignment",
+}
+
+
+def _explain_options(options: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(options) - set(_FORWARD_OPTIONS))
+    if unknown:
+        raise TypeError(
+            f"forward() got unexpected keyword argument(s) {unknown}; the Grad-CAM options are "
+            f"{sorted(_FORWARD_OPTIONS)}"
+        )
+    return {_FORWARD_OPTIONS[k]: v for k, v in options.items()}
+
+
+def _without_capture_hooks(
+    module: nn.Module, *, as_class: type | None = None, drop: Sequence[str] = ()
+) -> nn.Module:
+    """A shallow copy of ``module`` whose tree holds no Grad-CAM capture hook.
+
+    Only the modules on a path to a hooked module are copied (their ``__dict__``, sharing
+    parameters, buffers and the other children); everything else is the original object.
+    """
+    hooked = any(_capture_hook in m._forward_hooks.values() for m in module.modules())
+    if not hooked and as_class is None:
+        return module
+    clone = (as_class or type(module)).__new__(as_class or type(module))
+    clone.__dict__.update({k: v for k, v in module.__dict__.items() if k not in drop})
+    kept = {k: h for k, h in module._forward_hooks.items() if h is not _capture_hook}
+    clone._forward_hooks = OrderedDict(kept)
+    for attribute in ("_forward_hooks_with_kwargs", "_forward_hooks_always_called"):
+        if hasattr(module, attribute):
+            setattr(clone, attribute, OrderedDict(
+                (k, v) for k, v in getattr(module, attribute).items() if k in kept
+            ))
+    clone._modules = OrderedDict(
+        (name, None if child is None else _without_capture_hooks(child))
+        for name, child in module._modules.items()
+    )
+    return clone
 
 
 def _imagenet_weights(weights: object) -> ResNet50_Weights:

@@ -388,6 +388,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--output", type=Path, default=Path("outputs/architecture"),
                         help="folder for the diagram and the JSON report")
     parser.add_argument("--json", action="store_true", help="also write architecture.json")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the files an earlier arch run wrote in --output (never other files)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -400,6 +402,11 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--input-size takes H or H W, got {args.input_size}")
     size = args.input_size[0] if len(args.input_size) == 1 else tuple(args.input_size)
     try:
+        from .outputs import OutputFolder
+
+        outputs = None
+        if args.visualize or args.json:  # arch writes nothing otherwise
+            outputs = OutputFolder(args.output, command="arch", overwrite=args.overwrite)
         model, description = build_model(
             checkpoint=args.checkpoint, model=args.model, weights=args.weights,
             num_classes=args.num_classes, freeze_features=args.freeze_features,
@@ -411,11 +418,13 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint is not None and args.freeze_features is None:
         print("(trainable/frozen as loaded: ResNet50FineTuned freezes the backbone by default; "
               "pass --no-freeze-features to count it as trainable)")
-    if args.visualize:
-        print(f"diagram: {draw_architecture(report, args.output / 'resnet_architecture.png')}")
-    if args.json:
-        args.output.mkdir(parents=True, exist_ok=True)
-        out = args.output / "architecture.json"
-        out.write_text(json.dumps(report.to_dict(), indent=2))
-        print(f"report: {out}")
+    if outputs is None:
+        return 0
+    with outputs:
+        if args.visualize:
+            print(f"diagram: {draw_architecture(report, args.output / 'resnet_architecture.png')}")
+        if args.json:
+            out = args.output / "architecture.json"
+            out.write_text(json.dumps(report.to_dict(), indent=2))
+            print(f"report: {out}")
     return 0

@@ -54,9 +54,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for truncated or foreign files
+        lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+        # weights_only refusals name the offending global on a later line: keep that one.
+        detail = next((line for line in lines if "Unsupported global" in line), lines[0] if lines else "")
         raise ValueError(
-            f"cannot read checkpoint {path}: {type(err).__name__}: {err}. "
-            "Expected a file written by torch.save() holding a state_dict"
+            f"cannot read checkpoint {path} ({type(err).__name__}: {detail[:160]}); expected a "
+            "file written by torch.save() holding a state_dict, not truncated or corrupt"
         ) from None
     if not isinstance(loaded, Mapping):
         raise ValueError(
@@ -107,6 +110,11 @@ def load_into(model: nn.Module, state_dict: Mapping[str, Tensor], *, source: str
     """
     own = model.state_dict()
     state_dict = _adapt_keys(dict(state_dict), set(own))
+    # BatchNorm's step counter, which FrozenBatchNorm2d (a norm_layer option) does not keep.
+    state_dict = {
+        k: v for k, v in state_dict.items()
+        if k in own or not k.endswith(".num_batches_tracked")
+    }
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
     shapes = [

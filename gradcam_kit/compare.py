@@ -292,7 +292,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cascade", default="auto",
                         help="stages re-initialised for the randomisation check, in order, e.g. "
                              "fc,layer4; auto: from fc down to the target layer's stage")
-    parser.add_argument("--output", type=Path, default=Path("outputs/compare"), help="output folder")
+    parser.add_argument("--output", type=Path, default=Path("outputs/compare"), help="output folder (must be new or empty)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the results an earlier run wrote in --output (never other files)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -352,6 +354,9 @@ def run(args: argparse.Namespace) -> int:
     if split is None and (args.data / "test").is_dir():
         split = "test"
     try:
+        from .outputs import OutputFolder
+
+        outputs = OutputFolder(args.output, command="compare", overwrite=args.overwrite)
         size, normalization = _preprocessing(args)
         model, description = build_model(
             checkpoint=args.checkpoint, model="finetuned", weights=args.weights,
@@ -395,6 +400,7 @@ def run(args: argparse.Namespace) -> int:
         "deletion_substrate": "zero", "insertion_substrate": "blur",
     }
     print(format_markdown(rows))
-    paths = write_results(rows, args.output, settings)
+    with outputs:
+        paths = write_results(rows, args.output, settings)
     print(f"saved: {paths['json']}, {paths['csv']}, {paths['md']}")
     return 0

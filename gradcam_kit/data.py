@@ -8,10 +8,12 @@ Two sources, one dataset class (:class:`ImageDataset`):
 * **CSV**: a header with ``path`` and ``label`` columns (and optionally ``mask``); paths are
   relative to the CSV's folder unless absolute; labels are class names or integer indices.
 
-Masks (binary, white = region of interest) lie **beside** their image and share its name
-plus ``_mask``: ``lesion/train_00001.png`` -> ``lesion/train_00001_mask.png``. Files whose
-stem ends in ``_mask`` are never read as images. A CSV names masks in its ``mask``
-column instead.
+Masks (binary, white = region of interest) share their image's name plus ``_mask`` and lie
+either beside it (``lesion/train_00001.png`` -> ``lesion/train_00001_mask.png``) or, as
+``synth`` writes them so that standard loaders never see them, in a ``masks/`` tree beside
+the split folders (``<root>/train/lesion/x.png`` -> ``<root>/masks/train/lesion/x_mask.png``).
+Files whose stem ends in ``_mask`` are never read as images. A CSV names masks in its
+``mask`` column instead.
 
 Images are read as they are (grayscale X-rays stay grayscale) and the transform from
 :func:`gradcam_kit.preprocess.build_transform` resizes, turns grayscale into three
@@ -69,12 +71,18 @@ def is_mask_file(path: str | os.PathLike) -> bool:
 
 
 def mask_path_for(image_path: str | os.PathLike) -> Path | None:
-    """The mask beside ``image_path`` (same folder, stem + ``_mask``, any image extension)."""
+    """The mask of ``image_path``: stem + ``_mask``, any image extension, beside the image or
+    in the ``<root>/masks/<split>/<class>/`` tree (see the module docstring)."""
     image_path = Path(image_path)
-    for extension in (image_path.suffix, *IMAGE_EXTENSIONS):
-        candidate = image_path.with_name(f"{image_path.stem}{MASK_SUFFIX}{extension}")
-        if candidate.is_file():
-            return candidate
+    folders = [image_path.parent]
+    if len(image_path.parents) >= 3:  # <root>/<split>/<class>/<image>
+        split_folder = image_path.parent.parent
+        folders.append(split_folder.parent / "masks" / split_folder.name / image_path.parent.name)
+    for folder in folders:
+        for extension in (image_path.suffix, *IMAGE_EXTENSIONS):
+            candidate = folder / f"{image_path.stem}{MASK_SUFFIX}{extension}"
+            if candidate.is_file():
+                return candidate
     return None
 
 

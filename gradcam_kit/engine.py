@@ -26,6 +26,7 @@ threads can explain with the same model at once.
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -36,6 +37,13 @@ from torch.utils.hooks import RemovableHandle
 
 from .layers import resolve_layers
 from .methods import CAMMethod, get_method
+from .scores import (  # noqa: F401 - class_scores and explained_scores are used from here too
+    _detach,
+    _requires_grad,
+    class_scores,
+    explained_scores,
+    resolve_class_idx,
+)
 
 __all__ = [
     "CAMEngine",
@@ -75,6 +83,12 @@ def _capture_hook(module: nn.Module, inputs: tuple, output: object) -> Tensor | 
     name = recording.targets.get(module)
     if name is None or recording.returned.get(name) is output:
         return None  # not ours, or a second engine's hook on the same module: already taken
+    if name in recording.activations:
+        raise RuntimeError(
+            f"layer {name!r} ran twice in one forward pass (a backbone shared by two inputs, "
+            "as in a siamese model, or a block reused in a loop): a CAM explains one call of "
+            "a layer. Explain each branch on its own input, or target a layer that runs once"
+        )
     if not isinstance(output, Tensor):
         raise TypeError(
             f"layer {name!r} returns {type(output).__name__}, not a tensor; "
@@ -112,88 +126,7 @@ class CAMOutput:
     class_idx: Tensor | None
 
 
-def resolve_class_idx(class_idx: object, logits: Tensor) -> Tensor | None:
-    """Validates ``class_idx`` against ``logits`` ``(B, num_classes)``.
-
-    Returns a ``(B,)`` int64 tensor on the logits' device, or ``None`` when ``class_idx`` is
-    ``None`` and the head has a single logit (then the predicted decision is explained,
-    see :func:`class_scores`).
-
-    Raises:
-        ValueError: wrong length, out of range, or not integers; the message says what was
-            expected.
-    """
-    if logits.ndim != 2:
-        raise ValueError(
-            f"class-based explanations need logits of shape (B, num_classes), got "
-            f"{tuple(logits.shape)}; pass score_fn to explain another output"
-        )
-    batch, num_classes = logits.shape
-    if class_idx is None:
-        return None if num_classes == 1 else logits.detach().argmax(dim=1)
-    expected = (
-        f"an int in [0, {num_classes - 1}] or a sequence/tensor of {batch} such ints"
-    )
-    if isinstance(class_idx, bool) or isinstance(class_idx, float):
-        raise ValueError(f"class index must be {expected}, got {class_idx!r}")
-    if isinstance(class_idx, int):
-        if not 0 <= class_idx < num_classes:
-            raise ValueError(f"class index {class_idx} is out of range: expected {expected}")
-        return torch.full((batch,), class_idx, dtype=torch.long, device=logits.device)
-    if isinstance(class_idx, Tensor):
-        indices = class_idx
-    elif isinstance(class_idx, Sequence) and not isinstance(class_idx, str):
-        if not all(isinstance(i, int) and not isinstance(i, bool) for i in class_idx):
-            raise ValueError(f"class indices must be {expected}, got {list(class_idx)!r}")
-        indices = torch.tensor(list(class_idx), dtype=torch.long)
-    else:
-        raise ValueError(f"class index must be {expected}, got {class_idx!r}")
-    if indices.is_floating_point() or indices.is_complex() or indices.dtype == torch.bool:
-        raise ValueError(f"class indices must be integers ({expected}), got dtype {indices.dtype}")
-    if indices.ndim == 0:
-        indices = indices.expand(batch)
-    if indices.shape != (batch,):
-        raise ValueError(
-            f"got {tuple(indices.shape)} class indices for a batch of {batch}: expected {expected}"
-        )
-    # One validation check on user-given indices; predicted classes never reach here.
-    if bool(((indices < 0) | (indices >= num_classes)).any()):
-        raise ValueError(f"class indices {indices.tolist()} out of range: expected {expected}")
-    return indices.to(device=logits.device, dtype=torch.long)
-
-
-def class_scores(logits: Tensor, class_idx: Tensor | None) -> Tensor:
-    """The ``(B,)`` scores whose gradients are explained.
-
-    ``class_idx=None`` on a single-logit head explains the predicted decision: the logit
-    ``z`` where ``z >= 0`` (positive) and ``-z`` where ``z < 0`` (negative).
-    """
-    if class_idx is None:
-        logit = logits[:, 0]
-        return torch.where(logit >= 0, logit, -logit)
-    return logits.gather(1, class_idx[:, None])[:, 0]
-
-
 ALIGNMENTS = ("pixel", "receptive-field")
-
-
-def explained_scores(
-    logits: Tensor, class_idx: Tensor | None, score_fn: ScoreFn | None = None
-) -> Tensor:
-    """The ``(B,)`` scores to explain: ``score_fn(logits)`` if given, else :func:`class_scores`.
-
-    Raises:
-        ValueError: ``score_fn`` did not return one score per image.
-    """
-    if score_fn is None:
-        return class_scores(logits, class_idx)
-    scores = score_fn(logits)
-    if not isinstance(scores, Tensor) or scores.shape != (logits.shape[0],):
-        shape = tuple(scores.shape) if isinstance(scores, Tensor) else type(scores).__name__
-        raise ValueError(
-            f"score_fn must return one score per image, shape ({logits.shape[0]},), got {shape}"
-        )
-    return scores
 
 
 def upsample(
@@ -250,6 +183,33 @@ def min_max_normalize(maps: Tensor) -> Tensor:
     return (maps - low) * scale
 
 
+_NO_GRADIENT = (
+    "no gradient reaches target layer(s) {layers} from the explained scores. Either the "
+    "output is not computed from the layer, or something between them is not "
+    "differentiable: torch.utils.checkpoint(..., use_reentrant=True) around the layer (pass "
+    "use_reentrant=False), a quantized module after it (e.g. quantize_dynamic's Linear), or a "
+    ".detach() / torch.no_grad() inside forward. Gradient-free methods (method='scorecam', "
+    "or 'cam' for a pooled linear head) work in these cases"
+)
+
+
+def _check_finite(x: Tensor, heatmaps: dict[str, Tensor]) -> None:
+    # One reduction and one host sync per call, on the maps the caller reads anyway.
+    finite = torch.stack([torch.isfinite(h).all() for h in heatmaps.values()]).all()
+    if bool(finite):
+        return
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise ValueError(
+            f"the input holds {bad} NaN or Inf value(s), so the map would be NaN; replace them "
+            "first, e.g. x = torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0)"
+        )
+    raise ValueError(
+        "the map holds NaN or Inf although the input is finite: the model's output or its "
+        "gradient overflowed (e.g. float16 without autocast); explain in float32"
+    )
+
+
 class CAMEngine:
     """Explains any ``nn.Module`` at one or more layers, at the cost of one forward pass.
 
@@ -262,9 +222,17 @@ class CAMEngine:
             :class:`~gradcam_kit.methods.CAMMethod`.
         reshape: optional function turning an activation into ``(B, C, h, w)``, e.g. for
             Vision Transformer tokens.
+        hold_model: keep a strong reference to ``model``. ``False`` keeps a weak one, for a
+            model that owns its engine (``ResNet50FineTuned``): no reference cycle, so
+            ``del model`` frees the model (and its GPU memory) at once.
 
     Hooks are registered by :meth:`attach` (or by entering the engine as a context
-    manager) and removed by :meth:`remove`; both are idempotent.
+    manager) and removed by :meth:`remove`; both are idempotent. An engine dropped while
+    attached removes its hooks when it is freed, so hooks never pile up on a model.
+
+    Target layers are looked up by name again when each call starts: after a layer is
+    replaced (``fuse_modules``, a new ``model.layer4``, ``convert_sync_batchnorm``) the
+    engine explains the module now at that name and moves its hooks there.
     """
 
     def __init__(
@@ -274,14 +242,46 @@ class CAMEngine:
         *,
         method: str | CAMMethod = "gradcam",
         reshape: Reshape | None = None,
+        hold_model: bool = True,
     ) -> None:
         if not isinstance(model, nn.Module):
             raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        self.model = model
+        self._model: nn.Module | None = model if hold_model else None
+        self._model_ref: weakref.ref | None = None if hold_model else weakref.ref(model)
         self.layers = resolve_layers(model, target_layers)
         self.method = get_method(method)
         self.reshape = reshape
+        # Mutated in place only: the finalizer below holds this very list.
         self._handles: list[RemovableHandle] = []
+        weakref.finalize(self, _remove_handles, self._handles)
+
+    def __getstate__(self) -> dict:
+        # copy.deepcopy and pickle (torch.save of a whole model) copy the weakly held model
+        # through their memo, so a copy's engine points at the copied model.
+        state = self.__dict__.copy()
+        state["_model_ref"] = None
+        state["_weak_model"] = self._model_ref() if self._model_ref is not None else None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        weak_model = state.pop("_weak_model", None)
+        self.__dict__.update(state)
+        self._model_ref = weakref.ref(weak_model) if weak_model is not None else None
+        weakref.finalize(self, _remove_handles, self._handles)
+
+    @property
+    def model(self) -> nn.Module:
+        """The explained model.
+
+        Raises:
+            RuntimeError: the engine holds the model weakly and the model was freed.
+        """
+        model = self._model
+        if model is None and self._model_ref is not None:
+            model = self._model_ref()
+        if model is None:
+            raise RuntimeError("the model of this CAMEngine was deleted; build a new engine")
+        return model
 
     # -- hook lifecycle -------------------------------------------------------------
     @property
@@ -292,14 +292,32 @@ class CAMEngine:
     def attach(self) -> CAMEngine:
         """Registers one forward hook per target layer (no-op if already registered)."""
         if not self._handles:
-            self._handles = _register(self.layers.values())
+            self._handles.extend(_register(self.layers.values()))
         return self
 
     def remove(self) -> None:
         """Removes every hook this engine registered (safe to call any number of times)."""
-        handles, self._handles = self._handles, []
-        for handle in handles:
-            handle.remove()
+        _remove_handles(self._handles)
+
+    def _refresh_layers(self) -> None:
+        """Follows target layers that were replaced in the model since the last call."""
+        model = self.model
+        replaced = False
+        for name, module in list(self.layers.items()):
+            try:
+                current = model.get_submodule(name)
+            except AttributeError:
+                raise RuntimeError(
+                    f"target layer {name!r} no longer exists in {type(model).__name__} (was "
+                    "the model changed after the engine was built?); pick a layer from "
+                    "model.named_modules() and build the engine (or model) again"
+                ) from None
+            if current is not module:
+                self.layers[name] = current
+                replaced = True
+        if replaced and self.attached:
+            self.remove()
+            self.attach()
 
     def __enter__(self) -> CAMEngine:
         return self.attach()
@@ -367,6 +385,8 @@ class CAMEngine:
         if alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
         cam_method = self.method if method is None else get_method(method)
+        if layers is None:
+            self._refresh_layers()
         targets = self.layers if layers is None else resolve_layers(self.model, layers)
         temporary = [] if self.attached and layers is None else _register(targets.values())
         caller_grad = torch.is_grad_enabled()
@@ -392,6 +412,7 @@ class CAMEngine:
                 f"target layer(s) {missing} did not run in the forward pass; "
                 "pick layers that the model's forward actually calls"
             )
+        batch = x.shape[0]
         activations = [recording.activations[name] for name in targets]
         recording.activations.clear()
         recording.returned.clear()
@@ -404,7 +425,7 @@ class CAMEngine:
             )
         method_idx = indices
         if method_idx is None:  # a score_fn, or the decision of a single-logit head
-            method_idx = torch.zeros(x.shape[0], dtype=torch.long, device=x.device)
+            method_idx = torch.zeros(batch, dtype=torch.long, device=x.device)
 
         bind = getattr(cam_method, "bind", None)
         if bind is not None:  # methods that re-run the model (Score-CAM) need input and forward
@@ -418,8 +439,9 @@ class CAMEngine:
                 )
                 for name, activation, gradient in zip(targets, activations, gradients)
             }
+        _check_finite(x, heatmaps)
         if not caller_grad:
-            logits = logits.detach()
+            logits = _detach(logits)
         return CAMOutput(logits=logits, heatmaps=heatmaps, class_idx=indices)
 
     def __call__(self, x: Tensor, class_idx: object = None, **kwargs: object) -> CAMOutput:
@@ -434,22 +456,20 @@ class CAMEngine:
         score_fn: ScoreFn | None,
         caller_grad: bool,
     ) -> tuple[Tensor, ...]:
+        batch = next(iter(activations.values())).shape[0]
         with torch.enable_grad():
-            scores = explained_scores(logits, indices, score_fn)
+            scores = explained_scores(logits, indices, score_fn, batch=batch)
             if not scores.requires_grad:
-                raise RuntimeError(
-                    "the class scores do not depend on the target layer(s); "
-                    "target a layer that the output is computed from"
-                )
+                raise RuntimeError(_NO_GRADIENT.format(layers=list(activations)))
             gradients = torch.autograd.grad(
                 scores.sum(),
                 list(activations.values()),
-                retain_graph=caller_grad and logits.requires_grad,
+                retain_graph=caller_grad and _requires_grad(logits),
                 allow_unused=True,
             )
         if any(g is None for g in gradients):
             unused = [name for name, g in zip(activations, gradients) if g is None]
-            raise RuntimeError(f"the class scores do not depend on layer(s) {unused}")
+            raise RuntimeError(_NO_GRADIENT.format(layers=unused))
         return gradients
 
     def _map(
@@ -481,4 +501,9 @@ class CAMEngine:
 
 def _register(modules: Iterator[nn.Module] | Sequence[nn.Module]) -> list[RemovableHandle]:
     return [module.register_forward_hook(_capture_hook) for module in modules]
+
+
+def _remove_handles(handles: list[RemovableHandle]) -> None:
+    while handles:
+        handles.pop().remove()
 

@@ -426,6 +426,42 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "bilinear resize puts it, (s - 1) / 2 px down and right (default: %(default)s)",
     )
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the evaluation.json and overlays/ an earlier evaluate wrote (never other "
+        "files); without it, evaluate refuses to replace them",
+    )
+
+
+def _output_folders(args: argparse.Namespace, checkpoint: Path) -> list:
+    """Where evaluate writes, checked before any work (see docs/CLI.md, "Output folders").
+
+    ``evaluation.json`` and ``overlays/`` go beside the checkpoint by default, in a folder
+    that holds other files (the checkpoint, train's logs): only those two names are
+    evaluate's, and an earlier evaluate's copies are replaced only with ``--overwrite``.
+    """
+    from .outputs import OutputFolder
+
+    json_path = Path(args.json) if args.json else checkpoint.parent / "evaluation.json"
+    names = [json_path.name]
+    folders = []
+    if args.overlay_dir:
+        if args.overlays:
+            folders.append(OutputFolder(
+                args.overlay_dir, command="evaluate", overwrite=args.overwrite, flag="--overlay-dir"
+            ))
+    elif json_path.parent.resolve() == checkpoint.parent.resolve():
+        names.append("overlays")  # an old overlays/ beside a new evaluation.json would mix runs
+    else:
+        if args.overlays:
+            folders.append(OutputFolder(
+                checkpoint.parent, command="evaluate", overwrite=args.overwrite,
+                flag="--overlay-dir", names=["overlays"],
+            ))
+    first = OutputFolder(
+        json_path.parent, command="evaluate", overwrite=args.overwrite, flag="--json", names=names
+    )
+    return [first, *folders]
 
 
 def _split_dir(data: Path, split: str | None) -> str | None:
@@ -452,13 +488,19 @@ def _evaluate_split(model, args, data: Path, split: str | None, metadata: dict, 
 
 
 def run(args: argparse.Namespace) -> int:
-    """Evaluates, prints the table, writes the JSON and the recommendation; returns 0."""
+    """Evaluates, prints the table, writes the JSON and the recommendation; returns 0.
+
+    Raises:
+        FileExistsError: an earlier evaluate's ``evaluation.json`` or ``overlays/`` is where
+            this one would write, and ``--overwrite`` was not given.
+    """
     from resnet50 import ResNet50FineTuned
 
-    from .checkpoint import load_checkpoint, update_checkpoint
+    from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, update_checkpoint
     from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     checkpoint = Path(args.checkpoint)
+    outputs = _output_folders(args, checkpoint)  # before any work: refuse now, not after it
     metadata = load_checkpoint(checkpoint)
     model = ResNet50FineTuned.from_checkpoint(checkpoint)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
@@ -487,17 +529,29 @@ def run(args: argparse.Namespace) -> int:
         },
     )
     print(format_table(result, recommendation))
-    if recommendation is not None:
+    if recommendation is not None and metadata.get("format") == CHECKPOINT_FORMAT:
         update_checkpoint(checkpoint, recommended=json_safe(recommendation))
         print(f"written into {checkpoint}: explain, figures, compare and the demo now draw {recommendation['layer']} with {recommendation['method']}")
+    elif recommendation is not None:  # a plain state_dict file stays as the user saved it
+        print(
+            f"not written into {checkpoint} (not a checkpoint train wrote): pass --layer "
+            f"{recommendation['layer']} --method {recommendation['method']} to explain and figures"
+        )
     json_path = Path(args.json) if args.json else checkpoint.parent / "evaluation.json"
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(json_path, "w") as handle:
-        json.dump(json_safe(result), handle, indent=2)
-    print(f"results: {json_path}")
-    if kept:
+    for folder in outputs:
+        folder.clear()
+    try:
+        with open(json_path, "w") as handle:
+            json.dump(json_safe(result), handle, indent=2)
+        print(f"results: {json_path}")
         overlay_dir = Path(args.overlay_dir) if args.overlay_dir else checkpoint.parent / "overlays"
-        written = write_overlays(kept, overlay_dir, mean=mean, std=std, alignment=args.alignment, method=args.methods[0])
+        written = write_overlays(
+            kept, overlay_dir, mean=mean, std=std, alignment=args.alignment, method=args.methods[0]
+        ) if kept else []
+    finally:
+        for folder in outputs:
+            folder.record()
+    if kept:
         print(
             f"overlays ({args.methods[0]}: {', '.join(['input', *args.layers])}; mask outline green, "
             f"peak as a white cross): {len(written)} in {overlay_dir}"

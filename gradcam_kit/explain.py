@@ -134,8 +134,15 @@ def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
     if args.checkpoint is not None:
         meta = load_checkpoint(args.checkpoint)
         num_outputs = meta.get("num_classes")
-        if num_outputs is None:
-            num_outputs = extract_state_dict(meta, source=str(args.checkpoint))["fc.weight"].shape[0]
+        if num_outputs is None:  # also under module. (DDP) or model. (Lightning) prefixes
+            state_dict = extract_state_dict(meta, source=str(args.checkpoint))
+            heads = [v for k, v in state_dict.items() if k == "fc.weight" or k.endswith(".fc.weight")]
+            if not heads:
+                raise ValueError(
+                    f"checkpoint {args.checkpoint} holds no fc.weight to read the number of "
+                    "classes from; is it a checkpoint of ResNet50FineTuned (written by train)?"
+                )
+            num_outputs = heads[0].shape[0]
         num_outputs = int(num_outputs)
         names = meta.get("class_names")
         warn_if_size_differs(args.size, meta.get("input_size"))
@@ -235,26 +242,11 @@ def _select(items: list[InputItem], args: argparse.Namespace) -> list[InputItem]
     return items
 
 
-def _check_output(output: Path, overwrite: bool) -> list[Path]:
-    """The earlier results in ``output``; refuses to go on without ``--overwrite``."""
-    if output.exists() and not output.is_dir():
-        raise ValueError(f"--output {output} is a file; pass a folder")
-    found = [output / name for name in RESULT_NAMES if (output / name).exists()]
-    if found and not overwrite:
-        raise FileExistsError(
-            f"--output {output} already holds results ({', '.join(p.name for p in found)}); "
-            "pass --overwrite to replace them, or choose another --output folder"
-        )
-    return found
+def _check_output(output: Path, overwrite: bool):
+    """The output folder: new or empty, or holding an earlier explain's results to replace."""
+    from .outputs import OutputFolder
 
-
-def _remove_results(found: list[Path]) -> None:
-    for path in found:
-        if path.is_dir():
-            for png in path.glob("*.png"):
-                png.unlink()
-        else:
-            path.unlink()
+    return OutputFolder(output, command="explain", overwrite=overwrite, flag="--output")
 
 
 def _check_options(args: argparse.Namespace) -> None:
@@ -626,17 +618,17 @@ def run(args: argparse.Namespace) -> int:
     items = _select(_match_labels(inputs, info, args.input), args)
     class_idx = _resolve_class_idx(args.class_idx, info)
     output = args.output
-    found = _check_output(output, args.overwrite)  # on every rank, before any rank writes
+    outputs = _check_output(output, args.overwrite)  # on every rank, before any rank writes
 
     context = init_distributed(args.device or "auto")
+    explained = None
     try:
         rank, world, device = context.rank, context.world_size, context.device
         model = _build_model(args, info, device)  # validates --layer/--method before any write
         args.choice = resolve_map_options(args, model)
         if rank == 0:
             print(f"maps: {args.choice['layer']}, {method_title(args.choice['method'])} ({args.choice['source']}); {args.alignment} alignment")
-            _remove_results(found)
-            output.mkdir(parents=True, exist_ok=True)
+            outputs.clear()  # deletes only what an earlier run recorded in the folder
         barrier(context)
         setup = time.perf_counter() - started
         rows, failed, stats = _explain_shard(
@@ -653,13 +645,20 @@ def run(args: argparse.Namespace) -> int:
             elapsed = time.perf_counter() - started
             if args.profile:
                 _print_profile(stats, elapsed, setup, world)
+            explained = len(rows)
             print(
                 f"explained {len(rows)} image(s), skipped {len(inputs.skipped) + len(failed)}, in "
                 f"{elapsed:.1f} s ({len(rows) / max(elapsed, 1e-9):.1f} images/s): {output / 'report.html'}"
             )
         barrier(context)
     finally:
+        if context.rank == 0:
+            outputs.record()
         cleanup(context)
+    if explained == 0:
+        from .outputs import NothingDone
+
+        raise NothingDone(f"explained no image: every input was skipped, see {output / 'skipped.csv'}")
     return 0
 
 

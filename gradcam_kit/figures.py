@@ -364,7 +364,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-idx", type=int, help="class to explain (default: the predicted one)")
     add_map_arguments(parser, several_methods=True)
     parser.add_argument("--image-size", "--size", dest="size", type=int, help="model input size (default: the checkpoint's, else 224)")
-    parser.add_argument("--output", type=Path, default=Path("outputs/figures"), help="output folder")
+    parser.add_argument("--output", type=Path, default=Path("outputs/figures"), help="output folder (must be new or empty)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace the figures an earlier run wrote in --output (never other files)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--alpha", type=float, default=0.5, help="heatmap weight in the overlays")
@@ -438,6 +440,14 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"figures: --batch-size must be at least 1, got {args.batch_size}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
+        from .outputs import OutputFolder
+        from .render import parse_colormap
+
+        parse_colormap(args.colormap)
+        if not 0.0 <= args.alpha <= 1.0:
+            raise ValueError(f"--alpha must lie in [0, 1] (the heatmap's weight), got {args.alpha}")
+        # A second run must not mix its figures with an earlier run's.
+        outputs = OutputFolder(args.output, command="figures", overwrite=args.overwrite)
         inputs = collect_inputs(args.image if args.image is not None else args.folder)
         chosen = [inputs.items[i] for i in _select(len(inputs.items), args)]
         size, normalization = _preprocessing(args)
@@ -457,6 +467,7 @@ def run(args: argparse.Namespace) -> int:
     transform = build_transform(size, **normalization)
     print(f"model: {description}; {len(chosen)} image(s) at {size}x{size} on {device}")
     print(f"maps: {choice['layer']}, {', '.join(method_title(m) for m in methods)} ({choice['source']}); {args.alignment} alignment")
+    outputs.clear()  # recorded by the command line's finally, also after a failure
     written = []
     for start in tqdm(range(0, len(chosen), args.batch_size), desc="figures", unit="batch"):
         items = chosen[start : start + args.batch_size]
@@ -474,6 +485,7 @@ def run(args: argparse.Namespace) -> int:
             )
         except ValueError as err:
             raise SystemExit(f"figures: {err}") from None
+    outputs.record()
     for grid_path, overlay_path in written:
         print(f"{grid_path}\n{overlay_path}")
     return 0

@@ -13,7 +13,8 @@ stage, i.e. the tensor the classifier's pooling reads.
 family                                 default layer
 =====================================  ==========================================
 ResNet / ResNeXt / Wide ResNet         ``layer4``
-DenseNet (CheXNet = densenet121)       ``features`` (``norm5`` output)
+DenseNet (CheXNet = densenet121)       ``features``, after the ReLU that torchvision
+                                       applies functionally (see below)
 EfficientNet, MobileNet V2/V3,         ``features``
 ConvNeXt, SqueezeNet
 VGG, AlexNet                           last ``ReLU`` of ``features`` (before the
@@ -25,13 +26,24 @@ GoogLeNet / Inception v3               ``inception5b`` / ``Mixed_7c``
 VisionTransformer                      ``encoder.layers.<last>.ln_1`` (tokens)
 anything else                          the last ``nn.Conv2d``
 =====================================  ==========================================
+
+torchvision's DenseNet applies its last ReLU as a function (``F.relu(self.features(x))``),
+so no module outputs the tensor its pooled linear head reads. The explainers rectify the
+output of ``features`` while they explain it (a forward hook that applies the same ReLU:
+the model's output is unchanged, as ReLU is idempotent), so CAM at the default layer is the
+exact CAM of the head, as torchcam's convention of explaining the pooled tensor asks. The
+gradient there is still masked by the model's own functional ReLU where the features are
+zero, so Grad-CAM's weights are ``W[c] / (h w)`` only over the active positions.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 
+import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 from torchvision import models as tv
 
 from .engine import CAMEngine, CAMOutput, ScoreFn
@@ -116,6 +128,29 @@ def classifier_head(model: nn.Module) -> nn.Linear:
     return linears[-1]
 
 
+def _rectify_output(module: nn.Module, inputs: tuple, output: Tensor) -> Tensor:
+    return F.relu(output)
+
+
+def relu_follows(model: nn.Module, name: str) -> bool:
+    """Whether ``model`` applies a functional ReLU to layer ``name``'s output (DenseNet's
+    ``features``), which the explainers then apply themselves (see the module docstring)."""
+    return isinstance(model, tv.DenseNet) and name == "features"
+
+
+def _rectify(model: nn.Module, names: Sequence[str]) -> list[RemovableHandle]:
+    # prepend=True: the capture hook, registered before or after, sees the rectified output.
+    return [
+        model.get_submodule(name).register_forward_hook(_rectify_output, prepend=True)
+        for name in names if relu_follows(model, name)
+    ]
+
+
+def _remove_handles(handles: list[RemovableHandle]) -> None:
+    while handles:
+        handles.pop().remove()
+
+
 def _method(model: nn.Module, method: str | CAMMethod) -> CAMMethod:
     if isinstance(method, str) and method.lower().replace("-", "").replace("_", "") == "cam":
         return ClassActivationMap(classifier_head(model))
@@ -158,11 +193,15 @@ class GradCAMExplainer:
         self.is_vit = isinstance(model, tv.VisionTransformer)
         # A ViT's token grid depends on the input size, so its engine is built per call.
         self._engine = None if self.is_vit else CAMEngine(model, list(self.layers.values()), method=self.method)
+        self._rectifiers: list[RemovableHandle] = []  # mutated in place: see the finalizer
+        weakref.finalize(self, _remove_handles, self._rectifiers)
 
     # -- hook lifecycle -------------------------------------------------------------
     def attach(self) -> GradCAMExplainer:
         """Keeps the hooks registered between calls (no-op for a ViT or if attached)."""
         if self._engine is not None:
+            if not self._engine.attached:
+                self._rectifiers.extend(_rectify(self.model, list(self.layers)))
             self._engine.attach()
         return self
 
@@ -170,6 +209,7 @@ class GradCAMExplainer:
         """Removes the hooks (idempotent)."""
         if self._engine is not None:
             self._engine.remove()
+        _remove_handles(self._rectifiers)
 
     def __enter__(self) -> GradCAMExplainer:
         return self.attach()
@@ -221,16 +261,22 @@ class GradCAMExplainer:
                 x, class_idx, output_size=output_size, normalize=normalize, score_fn=score_fn,
                 alignment=alignment,
             )
-        return self._engine.explain(
-            x,
-            class_idx,
-            layers=layers,
-            method=cam_method,
-            output_size=output_size,
-            normalize=normalize,
-            score_fn=score_fn,
-            alignment=alignment,
-        )
+        names = list(self.layers) if layers is None else list(resolve_layers(self.model, layers))
+        attached = self._engine.attached and layers is None
+        temporary = [] if attached else _rectify(self.model, names)
+        try:
+            return self._engine.explain(
+                x,
+                class_idx,
+                layers=layers,
+                method=cam_method,
+                output_size=output_size,
+                normalize=normalize,
+                score_fn=score_fn,
+                alignment=alignment,
+            )
+        finally:
+            _remove_handles(temporary)
 
     __call__ = explain
 

@@ -27,17 +27,30 @@ __all__ = [
 
 
 def parse_colormap(colormap: int | str) -> int:
-    """Accepts an OpenCV colormap id (``cv2.COLORMAP_JET``) or its name (``"jet"``)."""
+    """Accepts an OpenCV colormap id (``cv2.COLORMAP_JET``) or its name (``"jet"``).
+
+    Raises:
+        ValueError: an unknown name or id (checked here, before anything is drawn or written).
+        TypeError: neither an int nor a string.
+    """
     import cv2
 
+    known = {a[9:].lower(): int(getattr(cv2, a)) for a in dir(cv2) if a.startswith("COLORMAP_")}
     if isinstance(colormap, str):
-        attr = f"COLORMAP_{colormap.upper()}"
-        if not hasattr(cv2, attr):
-            names = sorted(a[9:].lower() for a in dir(cv2) if a.startswith("COLORMAP_"))
-            raise ValueError(f"unknown colormap {colormap!r}; choose one of {names}")
-        return int(getattr(cv2, attr))
+        if colormap.strip().isdigit():
+            colormap = int(colormap)
+        else:
+            key = colormap.strip().lower()
+            if key not in known:
+                raise ValueError(f"unknown colormap {colormap!r}; choose one of {sorted(known)}")
+            return known[key]
     if isinstance(colormap, bool) or not isinstance(colormap, (int, np.integer)):
         raise TypeError(f"colormap must be an OpenCV colormap id or name, got {colormap!r}")
+    if int(colormap) not in known.values():
+        raise ValueError(
+            f"unknown colormap id {int(colormap)}; OpenCV's ids are "
+            f"{sorted(set(known.values()))} (or pass a name such as 'jet')"
+        )
     return int(colormap)
 
 

@@ -37,8 +37,8 @@ ScoreFn = Callable[[Tensor], Tensor]
 def _eval_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode for the masked forwards; every module's own flag is restored afterwards."""
     flags = [(module, module.training) for module in model.modules()]
-    model.eval()
     try:
+        model.eval()  # inside the try: a train()/eval() override that raises restores too
         yield
     finally:
         for module, training in flags:
@@ -139,7 +139,8 @@ class ScoreCAM(CAMMethod):
     def _scores(self, logits: Tensor, class_idx: Tensor) -> Tensor:
         from .engine import explained_scores
 
-        return explained_scores(logits, class_idx, self._score_fn).float()
+        # The model's output may be a dict or a tuple when a score_fn picks the score.
+        return explained_scores(logits, class_idx, self._score_fn, batch=class_idx.shape[0]).float()
 
     def __repr__(self) -> str:
         return (

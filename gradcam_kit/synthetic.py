@@ -16,11 +16,13 @@ brightness and contrast do, so a classifier on the image mean and std stays at c
 
 Layout written by :func:`write_image_folder` (and ``python -m gradcam_kit synth``)::
 
-    <root>/<split>/<class>/<split>_00000.png        the image (8-bit grayscale)
-    <root>/<split>/opacity/<split>_00001_mask.png    its mask (255 = lesion), positives only
-    <root>/<split>.csv                              path,label,mask (paths relative to root)
+    <root>/<split>/<class>/<split>_00000.png                  the image (8-bit grayscale)
+    <root>/masks/<split>/opacity/<split>_00001_mask.png       its mask (255 = lesion), positives only
+    <root>/<split>.csv                                        path,label,mask (relative to root)
 
-Files ending in ``_mask.png`` are masks, never images (see :mod:`gradcam_kit.data`).
+The masks live in their own tree, outside the class folders, so torchvision's
+``ImageFolder`` (and any loader that reads ``<split>/<class>/*``) sees only the images;
+:func:`gradcam_kit.data.mask_path_for` finds them. Their names end in ``_mask`` as well.
 """
 
 from __future__ import annotations
@@ -317,7 +319,7 @@ def write_image_folder(
     positive_fraction: float = 0.5,
     progress: bool = True,
 ) -> dict[str, dict[str, int]]:
-    """Writes an ImageFolder tree with masks beside the positives, and one CSV per split.
+    """Writes an ImageFolder tree, the positives' masks in ``masks/``, and one CSV per split.
 
     Args:
         root: output folder (created).
@@ -336,6 +338,7 @@ def write_image_folder(
     unknown = sorted(set(splits) - set(SPLIT_OFFSETS))
     if unknown:
         raise ValueError(f"unknown split(s) {unknown}; choose from {sorted(SPLIT_OFFSETS)}")
+    _check_size(size)
     root = Path(root)
     counts: dict[str, dict[str, int]] = {}
     for split, count in splits.items():
@@ -344,6 +347,7 @@ def write_image_folder(
         counts[split] = dict.fromkeys(CLASS_NAMES, 0)
         for name in CLASS_NAMES:
             (root / split / name).mkdir(parents=True, exist_ok=True)
+        (root / "masks" / split / CLASS_NAMES[1]).mkdir(parents=True, exist_ok=True)
         rows = []
         for first in tqdm(range(0, count, 64), desc=f"synth {split}", disable=not progress, leave=False):
             images, masks, labels = generate(
@@ -357,7 +361,7 @@ def write_image_folder(
                 Image.fromarray(image, mode="L").save(root / image_path)
                 mask_field = ""
                 if label == 1:
-                    mask_path = image_path.with_name(f"{image_path.stem}_mask.png")
+                    mask_path = Path("masks") / image_path.with_name(f"{image_path.stem}_mask.png")
                     Image.fromarray(mask.astype("uint8") * 255, mode="L").save(root / mask_path)
                     mask_field = mask_path.as_posix()
                 rows.append((image_path.as_posix(), name, mask_field))
@@ -382,17 +386,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of images with a lesion (default: %(default)s)",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--overwrite", action="store_true",
+        help="replace the dataset an earlier synth run wrote in --out (never other files)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
-    """Writes the dataset and prints what was written."""
+    """Writes the dataset and prints what was written.
+
+    Raises:
+        ValueError: a bad size, count or fraction (before anything is written).
+        FileExistsError: ``--out`` is not empty and ``--overwrite`` was not given.
+    """
+    from .outputs import OutputFolder
+
     splits = {"train": args.train, "val": args.val, "test": args.test}
     if any(n < 0 for n in splits.values()) or not any(splits.values()):
         raise ValueError(f"image counts must be >= 0 and not all zero, got {splits}")
-    counts = write_image_folder(
-        args.out, splits, size=args.size, seed=args.seed,
-        positive_fraction=args.positive_fraction, progress=not args.quiet,
-    )
+    _check_size(args.size)
+    is_positive(0, args.positive_fraction)  # validates the fraction
+    output = OutputFolder(args.out, command="synth", overwrite=args.overwrite, flag="--out")
+    with output:
+        counts = write_image_folder(
+            args.out, splits, size=args.size, seed=args.seed,
+            positive_fraction=args.positive_fraction, progress=not args.quiet,
+        )
     for split, per_class in counts.items():
         described = ", ".join(f"{n} {name}" for name, n in per_class.items())
         print(f"{Path(args.out) / split}: {described} ({args.size}x{args.size}, seed {args.seed})")

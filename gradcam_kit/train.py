@@ -34,6 +34,7 @@ import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor, nn
@@ -52,6 +53,9 @@ from .distributed import (
 from .metrics import classification_metrics, format_metrics, json_safe
 from .preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform
 
+if TYPE_CHECKING:
+    from .outputs import OutputFolder
+
 __all__ = ["DEFAULTS", "SEEN_ENV", "add_arguments", "load_config", "resolve_config", "run"]
 
 #: Set to a folder to make every rank write the training indices it saw per epoch.
@@ -62,7 +66,8 @@ _OPTIONS: dict[str, tuple[object, object, str]] = {
     "data": (None, str, "ImageFolder root (with train/ and optional val/ folders), class folder root, or path,label CSV"),
     "val_data": (None, str, "validation ImageFolder/CSV (default: <data>/val, else a split of the training data)"),
     "val_fraction": (0.2, float, "share of the training data held out for validation when there is no val set"),
-    "out": ("runs/xray", str, "output folder for checkpoints and logs"),
+    "out": ("runs/xray", str, "output folder for checkpoints and logs (must be new or empty)"),
+    "overwrite": (False, bool, "replace the outputs an earlier run wrote in --out (never other files)"),
     "image_size": (224, int, "square input size in pixels"),
     "batch_size": (32, int, "images per batch and per process"),
     "epochs": (10, int, "number of epochs"),
@@ -147,7 +152,7 @@ def load_config(path: str | os.PathLike) -> dict[str, object]:
 
 
 #: Options of one invocation that ``--resume`` does not take from the interrupted run.
-_NOT_RESUMED = ("resume", "stop_after", "config")
+_NOT_RESUMED = ("resume", "stop_after", "config", "overwrite")
 
 
 def resolve_config(args: argparse.Namespace) -> argparse.Namespace:
@@ -434,10 +439,18 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Trains; returns 0. Raises ``ValueError``/``FileNotFoundError``/``RuntimeError`` on bad input."""
+    from .outputs import OutputFolder
+
     cfg = resolve_config(args)
+    # Checked before any work; cleared (with --overwrite) only once the data is known good.
+    # An earlier run's evaluation.json and overlays describe another model: they go too.
+    outputs = OutputFolder(
+        cfg.out, command="train", overwrite=bool(cfg.overwrite), flag="--out",
+        keep_own=bool(cfg.resume) and _inside(cfg.resume, cfg.out),
+    )
     context = init_distributed(cfg.device)
     try:
-        return _train(cfg, context)
+        return _train(cfg, context, outputs)
     except KeyboardInterrupt:
         if context.is_main:
             last = Path(cfg.out) / "last.pt"
@@ -445,10 +458,18 @@ def run(args: argparse.Namespace) -> int:
             print(f"\ntrain: interrupted; {hint}", file=sys.stderr)
         return 130
     finally:
+        if context.is_main:
+            outputs.record()
         cleanup(context)
 
 
-def _train(cfg: argparse.Namespace, context: DistributedContext) -> int:
+def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    return Path(folder).resolve() in Path(path).resolve().parents
+
+
+def _train(
+    cfg: argparse.Namespace, context: DistributedContext, outputs: OutputFolder | None = None
+) -> int:
     from tqdm.auto import tqdm
 
     from .checkpoint import load_checkpoint, save_checkpoint
@@ -533,6 +554,8 @@ def _train(cfg: argparse.Namespace, context: DistributedContext) -> int:
         log(f"resumed from {cfg.resume} at epoch {start_epoch + 1}")
 
     if main:
+        if outputs is not None:
+            outputs.clear()
         out.mkdir(parents=True, exist_ok=True)
         counts = ", ".join(f"{n} {name}" for name, n in zip(class_names, train_set.class_counts().tolist()))
         log(

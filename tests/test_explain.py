@@ -232,6 +232,11 @@ def test_existing_results_need_overwrite(split, checkpoint, tmp_path, reuse_mode
     with pytest.raises(FileExistsError, match="--overwrite"):
         explain(split, "--checkpoint", checkpoint, "--output", out, "--index", "2")
     assert len(read_rows(out / "predictions.csv")) == 2  # untouched
+    # --overwrite replaces only what explain wrote: a PNG it never wrote is refused, kept
+    with pytest.raises(FileExistsError, match="999999_stale.png"):
+        explain(split, "--checkpoint", checkpoint, "--output", out, "--index", "2", "--overwrite")
+    assert stale.exists() and len(read_rows(out / "predictions.csv")) == 2
+    stale.unlink()
     explain(split, "--checkpoint", checkpoint, "--output", out, "--index", "2", "--overwrite")
     assert [r["index"] for r in read_rows(out / "predictions.csv")] == ["2"]
     assert sorted(p.name for p in (out / "overlays").iterdir()) == ["000002_img_000.png"]
