@@ -136,9 +136,9 @@ def tiny_data(tmp_path_factory):
 def test_train_into_a_trained_folder_is_refused_and_overwrite_removes_stale_evaluation(tiny_data, tmp_path):
     out = tmp_path / "run"
     assert cli.main(["train", "--data", str(tiny_data), "--out", str(out), *TINY_TRAIN]) == 0
-    first = (out / "best.pt").read_bytes()
     assert cli.main(["evaluate", "--checkpoint", str(out / "best.pt"), "--data", str(tiny_data),
                      "--layers", "layer4", "--no-progress", "--overlays", "1"]) == 0
+    first = (out / "best.pt").read_bytes()  # with the recommendation evaluate added
     assert (out / "evaluation.json").exists() and any((out / "overlays").iterdir())
     with pytest.raises(FileExistsError, match="--overwrite"):
         cli.main(["train", "--data", str(tiny_data), "--out", str(out), *TINY_TRAIN])
@@ -199,5 +199,6 @@ def test_figures_second_run_does_not_mix_images(tmp_path):
     with pytest.raises(FileExistsError, match="--overwrite"):
         cli.main([*base, "--image", str(tmp_path / "b.png")])
     assert cli.main([*base, "--image", str(tmp_path / "b.png"), "--overwrite"]) == 0
-    names = sorted(p.name for p in (out / "image_1").iterdir())
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == ["0000_b"]
+    names = sorted(p.name for p in (out / "0000_b").iterdir())
     assert names == ["attention_maps_b.png", "overlays_b.png"]

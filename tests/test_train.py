@@ -75,7 +75,7 @@ def test_ctrl_c_ends_with_one_line_naming_the_resume_command(data, tmp_path, mon
     assert train("--data", str(data), "--epochs", "1", *TINY, "--out", str(out)) == 0
     capsys.readouterr()
 
-    def interrupted(cfg, context):
+    def interrupted(*args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(train_module, "_train", interrupted)
