@@ -39,22 +39,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from torch import Tensor
+from .layouts import LAYOUTS
 
-from .inputs import (
-    LAYOUTS,
-    ExplainDataset,
-    InputItem,
-    Inputs,
-    collate_explain,
-    collect_inputs,
-    normalize_batch,
-)
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD
-from .render import overlay, parse_colormap
+# torch, numpy and the modules built on them are imported where they are used, so that
+# `gradcam-kit explain --help` does not import torch (about 2 s of a 2-core start-up).
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import Tensor
+
+    from .inputs import InputItem, Inputs
 
 __all__ = ["Geometry", "add_arguments", "compose_canvases", "run", "write_contact_sheet"]
 
@@ -122,6 +118,7 @@ class ModelInfo:
 
 def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
     from .checkpoint import extract_state_dict, load_checkpoint
+    from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     if (args.checkpoint is None) == (args.weights is None):
         raise ValueError(
@@ -163,6 +160,8 @@ def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
 
 def _match_labels(inputs: Inputs, info: ModelInfo, source: Path) -> list[InputItem]:
     """Maps the data's labels onto the model's classes, or says clearly why they differ."""
+    from .inputs import InputItem
+
     items = inputs.items
     num_classes = len(info.class_names)
     if inputs.class_names:  # labels named by folders or CSV values
@@ -264,8 +263,10 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--display-size must be at least 16 pixels, got {args.display_size}")
     if args.grid < 0 or args.page_size < 1 or args.writers < 1:
         raise ValueError("--grid must be >= 0, --page-size and --writers >= 1")
-    parse_colormap(args.colormap if not args.colormap.isdigit() else int(args.colormap))
     from .methods import get_method
+    from .render import parse_colormap
+
+    parse_colormap(args.colormap if not args.colormap.isdigit() else int(args.colormap))
 
     get_method(args.method)
 
@@ -314,6 +315,10 @@ def compose_canvases(
     Returns:
         uint8 ``(B, strip + H, 3 W + 2 gap, 3)`` on the images' device.
     """
+    import torch
+
+    from .render import overlay
+
     colored, overlaid = overlay(images, heatmaps, alpha, colormap)
     batch = images.shape[0]
     fill = torch.tensor(BACKGROUND, dtype=torch.uint8, device=images.device)
@@ -325,6 +330,8 @@ def compose_canvases(
 
 def _predict(logits: Tensor, class_idx: int | None) -> tuple[Tensor, Tensor, Tensor]:
     """Probabilities ``(B, C)``, predicted and explained class ``(B,)``, on the device."""
+    import torch
+
     if logits.shape[1] == 1:
         positive = torch.sigmoid(logits[:, 0].float())
         probs = torch.stack([1 - positive, positive], dim=1)
@@ -405,8 +412,11 @@ def _explain_shard(
     root: Path,
     show_progress: bool,
 ) -> tuple[list[dict], list[tuple[str, str]], _Stats]:
+    import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
+
+    from .inputs import ExplainDataset, collate_explain, normalize_batch
 
     display = (args.display_size, args.display_size) if args.display_size else info.size
     geometry = Geometry.for_size(display)
@@ -608,6 +618,7 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from .distributed import barrier, cleanup, init_distributed
+    from .inputs import collect_inputs
 
     started = time.perf_counter()
     _check_options(args)
@@ -652,6 +663,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build_model(args: argparse.Namespace, info: ModelInfo, device: torch.device) -> torch.nn.Module:
+    import torch
+
     from resnet50 import ResNet50FineTuned
 
     if args.checkpoint is not None:
