@@ -58,13 +58,13 @@ export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 if [[ $tiny == 1 ]]; then
   harness=(--batch-sizes 2 --size 64 --repeats 1 --warmup 0 --no-memory)
   e2e=(--images 8 --file-size 96 --size 64 --batch-size 4 --rounds 1 --warmup 0 --startup 1)
-  scorecam=(--images 1 --size 64 --top-k 8 32 --chunk 64 --rank-by gradcam)
+  scorecam=(--images 1 --size 64 --layer layer1.2.conv3 --top-k 8 32 --time-top-k 8 --chunk 64)
   limits=(600 600 600)  # a CPU is slow; the point is that every step runs
 else
   harness=(--batch-sizes 1 8 64 256 --repeats 15 --warmup 3)
-  e2e=(--images 512 --rounds 3 --warmup 1 --startup 3)
-  scorecam=(--images 16 --size 224 --top-k 32 64 128 256 --chunk 256)
-  limits=(200 170 70)  # seconds per step; expected about 90, 120 and 30 on an H100
+  e2e=(--images 384 --rounds 3 --warmup 1 --startup 2)
+  scorecam=(--images 16 --size 224 --top-k 16 32 64 128 256 --chunk 256)
+  limits=(170 200 70)  # seconds per step; expected about 80, 130 and 30 on an H100
 fi
 
 step "harness: bench_gradcam.py ${harness[*]}"
