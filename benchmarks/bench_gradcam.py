@@ -1067,7 +1067,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     json_path = args.out_dir / f"{stem}.json"
     png_path = args.out_dir / f"{stem}.png"
     json_path.write_text(json.dumps(report, indent=2))
-    plot(report, png_path)
+    try:
+        plot(report, png_path)
+    except (ImportError, RuntimeError) as err:  # no (or a stand-in) matplotlib: the JSON is the result
+        print(f"no plot ({type(err).__name__}: {err})", file=sys.stderr)
+        png_path = json_path
     meta = report["meta"]
     print(f"\n{meta['device_name']} ({meta['torch_threads']} threads), torch "
           f"{meta['versions']['torch']}, {meta['size']}x{meta['size']}, {meta['date_utc']}, "

@@ -8,9 +8,10 @@
 #                                    index, no dependencies) and runs
 #                                    benchmarks/bench_gradcam.py --device cuda FLAGS
 #
-# torch, torchvision, numpy, opencv, matplotlib, scikit-learn and tqdm must already be
-# installed there; only grad-cam, ttach, captum and torchcam travel. Results (JSON, PNG, log)
-# go to $OUT when it is set, else to outputs/benchmarks. See docs/PERFORMANCE.md.
+# `fetch` runs benchmarks/fetch_gpu_wheels.sh. For every GPU figure in one command (harness,
+# end-to-end, Score-CAM; installs only what is missing) use benchmarks/gpu_run.sh instead.
+# Results (JSON, PNG, log) go to $OUT when it is set, else to outputs/benchmarks.
+# See docs/PERFORMANCE.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,16 +23,7 @@ shift || true
 
 case "$command" in
   fetch)
-    mkdir -p "$wheels"
-    "$python" -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-      --implementation cp --platform manylinux2014_x86_64 -d "$wheels" \
-      captum==0.9.0 torchcam==0.5.0 ttach==0.0.3
-    # grad-cam may be published as a source archive only; it is pure Python, so a wheel
-    # built here installs on any Python 3 there.
-    "$python" -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
-      --implementation cp --platform manylinux2014_x86_64 -d "$wheels" grad-cam==1.5.7 \
-      || "$python" -m pip wheel --no-deps -w "$wheels" grad-cam==1.5.7
-    ls -l "$wheels"
+    exec benchmarks/fetch_gpu_wheels.sh
     ;;
   run)
     if compgen -G "$wheels/*.whl" >/dev/null; then

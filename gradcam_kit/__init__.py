@@ -4,26 +4,39 @@ The engine (:class:`CAMEngine`) explains any ``nn.Module`` at named layers; the 
 (:mod:`gradcam_kit.methods`) only say how activations and gradients become a map;
 :mod:`gradcam_kit.render` colours maps on the device. ``resnet50.ResNet50FineTuned`` is
 built on these, as are the command-line tools (``python -m gradcam_kit --help``).
+
+The names below are imported on first use (PEP 562 module ``__getattr__``): importing the
+package, or running ``gradcam-kit --help``, does not import torch (about 2 s on two cores).
 """
 
-from .engine import CAMEngine, CAMOutput, min_max_normalize, resolve_class_idx, upsample
-from .methods import (
-    METHODS,
-    CAMMethod,
-    ClassActivationMap,
-    GradCAM,
-    GradCAMPlusPlus,
-    HiResCAM,
-    LayerCAM,
-    ScoreCAM,
-    XGradCAM,
-    get_method,
-)
+from __future__ import annotations
 
-# gradcam_kit.models.explain() is not re-exported: gradcam_kit.explain is the CLI command module.
-from .models import GradCAMExplainer, default_target_layer
+import importlib
+from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
+
+#: public name -> the submodule that defines it
+_EXPORTS: dict[str, str] = {
+    "CAMEngine": "engine",
+    "CAMOutput": "engine",
+    "min_max_normalize": "engine",
+    "resolve_class_idx": "engine",
+    "upsample": "engine",
+    "METHODS": "methods",
+    "CAMMethod": "methods",
+    "ClassActivationMap": "methods",
+    "GradCAM": "methods",
+    "GradCAMPlusPlus": "methods",
+    "HiResCAM": "methods",
+    "LayerCAM": "methods",
+    "ScoreCAM": "methods",
+    "XGradCAM": "methods",
+    "get_method": "methods",
+    # gradcam_kit.models.explain() is not re-exported: gradcam_kit.explain is the CLI command.
+    "GradCAMExplainer": "models",
+    "default_target_layer": "models",
+}
 
 __all__ = [
     "CAMEngine",
@@ -45,3 +58,32 @@ __all__ = [
     "upsample",
     "__version__",
 ]
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from .engine import CAMEngine, CAMOutput, min_max_normalize, resolve_class_idx, upsample
+    from .methods import (
+        METHODS,
+        CAMMethod,
+        ClassActivationMap,
+        GradCAM,
+        GradCAMPlusPlus,
+        HiResCAM,
+        LayerCAM,
+        ScoreCAM,
+        XGradCAM,
+        get_method,
+    )
+    from .models import GradCAMExplainer, default_target_layer
+
+
+def __getattr__(name: str) -> object:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'gradcam_kit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_EXPORTS))

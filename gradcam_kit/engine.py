@@ -25,6 +25,8 @@ threads can explain with the same model at once.
 
 from __future__ import annotations
 
+import functools
+import sys
 import threading
 import weakref
 from collections.abc import Callable, Iterator, Sequence
@@ -57,6 +59,30 @@ ScoreFn = Callable[[Tensor], Tensor]
 Reshape = Callable[[Tensor], Tensor]
 
 _recordings = threading.local()
+
+
+def _eager_under_compile(function: Callable) -> Callable:
+    """``torch.compiler.disable(function)``, without importing TorchDynamo until it runs.
+
+    ``torch.compiler.disable`` imports ``torch._dynamo`` (about 1 s on two cores) when it
+    is applied; applied at class definition, every ``import gradcam_kit.engine`` paid it.
+    Nothing can be compiling before TorchDynamo is imported, so until then the function is
+    called directly; once it is imported, through the disabled wrapper (made once). The
+    ``_torchdynamo_disable`` mark makes Dynamo skip this wrapper instead of inlining it.
+    """
+    disabled: list[Callable] = []
+
+    @functools.wraps(function)
+    def wrapper(*args: object, **kwargs: object) -> object:
+        dynamo = sys.modules.get("torch._dynamo")
+        if dynamo is None:
+            return function(*args, **kwargs)
+        if not disabled:
+            disabled.append(dynamo.disable(function))
+        return disabled[0](*args, **kwargs)
+
+    wrapper._torchdynamo_disable = True  # type: ignore[attr-defined]
+    return wrapper
 
 
 @dataclass
@@ -331,7 +357,7 @@ class CAMEngine:
     # forward hook that breaks its graph deep inside a model (torch 2.14: the hook on
     # ResNet50's layer4[2].conv3 never ran). Stages the model compiled itself (e.g.
     # model.layer3.compile()) still run compiled here; see docs/PERFORMANCE.md.
-    @torch.compiler.disable
+    @_eager_under_compile
     def explain(
         self,
         x: Tensor,

@@ -38,26 +38,20 @@ from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
-import torch
-from torch import Tensor
+from .layouts import LAYOUTS
 
-from .inputs import (
-    LAYOUTS,
-    ExplainDataset,
-    InputItem,
-    Inputs,
-    collate_explain,
-    collect_inputs,
-    normalize_batch,
-)
-from .methods import method_title
-from .options import add_map_arguments, resolve_map_options, warn_if_size_differs
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD
-from .render import fit_text as _fit
-from .render import overlay, parse_colormap
-from .render import title_font as _font
+# torch, numpy and the modules built on them are imported where they are used, so that
+# `gradcam-kit explain --help` does not import torch (about 2 s of a 2-core start-up).
+from .options import add_map_arguments
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
+    from torch import Tensor
+
+    from .inputs import InputItem, Inputs
 
 __all__ = ["Geometry", "add_arguments", "compose_canvases", "run", "write_contact_sheet"]
 
@@ -65,6 +59,24 @@ RESULT_NAMES = ("predictions.csv", "skipped.csv", "report.html", "contact_sheet.
 BACKGROUND = (29, 35, 48)
 GREEN, RED, WHITE, GREY = (120, 220, 120), (255, 110, 110), (235, 238, 245), (170, 178, 192)
 STAGES = ("wait for data", "to device", "model", "colouring", "to host", "rows, queue PNGs")
+
+
+def _font(size: int):
+    from .render import title_font
+
+    return title_font(size)
+
+
+def _fit(text: str, font, width: int) -> str:
+    from .render import fit_text
+
+    return fit_text(text, font, width)
+
+
+def _method_title(method: str) -> str:
+    from .methods import method_title
+
+    return method_title(method)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -105,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--grid", type=int, default=64, help="images in the contact sheet (0: none)")
     out.add_argument("--page-size", type=int, default=48, help="cards per page of report.html")
     out.add_argument("--png-compression", type=int, default=1, choices=range(10), metavar="0-9", help="zlib level of the PNGs (default 1: fast)")
-    out.add_argument("--writers", type=int, default=2, help="threads drawing titles and encoding PNGs")
+    out.add_argument("--writers", type=int, default=None, help="threads drawing titles and encoding PNGs (default: the CPUs the decode workers leave, 2 to 8)")
     out.add_argument("--profile", action="store_true", help="print where the time goes, per stage")
 
 
@@ -125,6 +137,7 @@ class ModelInfo:
 
 def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
     from .checkpoint import extract_state_dict, load_checkpoint
+    from .preprocess import IMAGENET_MEAN, IMAGENET_STD
 
     if (args.checkpoint is None) == (args.weights is None):
         raise ValueError(
@@ -145,6 +158,8 @@ def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
             num_outputs = heads[0].shape[0]
         num_outputs = int(num_outputs)
         names = meta.get("class_names")
+        from .options import warn_if_size_differs
+
         warn_if_size_differs(args.size, meta.get("input_size"))
         size = args.size or meta.get("input_size") or 224
         mean, std = meta.get("mean") or IMAGENET_MEAN, meta.get("std") or IMAGENET_STD
@@ -174,6 +189,8 @@ def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
 
 def _match_labels(inputs: Inputs, info: ModelInfo, source: Path) -> list[InputItem]:
     """Maps the data's labels onto the model's classes, or says clearly why they differ."""
+    from .inputs import InputItem
+
     items = inputs.items
     num_classes = len(info.class_names)
     if inputs.class_names:  # labels named by folders or CSV values
@@ -258,12 +275,13 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--num-workers must be >= 0, got {args.num_workers}")
     if args.display_size is not None and args.display_size < 16:
         raise ValueError(f"--display-size must be at least 16 pixels, got {args.display_size}")
-    if args.grid < 0 or args.page_size < 1 or args.writers < 1:
+    if args.grid < 0 or args.page_size < 1 or (args.writers is not None and args.writers < 1):
         raise ValueError("--grid must be >= 0, --page-size and --writers >= 1")
+    from .methods import get_method
+    from .render import parse_colormap
+
     parse_colormap(args.colormap if not args.colormap.isdigit() else int(args.colormap))
     if args.method:
-        from .methods import get_method
-
         get_method(args.method)
 
 
@@ -311,6 +329,10 @@ def compose_canvases(
     Returns:
         uint8 ``(B, strip + H, 3 W + 2 gap, 3)`` on the images' device.
     """
+    import torch
+
+    from .render import overlay
+
     colored, overlaid = overlay(images, heatmaps, alpha, colormap)
     batch = images.shape[0]
     fill = torch.tensor(BACKGROUND, dtype=torch.uint8, device=images.device)
@@ -322,6 +344,8 @@ def compose_canvases(
 
 def _predict(logits: Tensor, class_idx: int | None) -> tuple[Tensor, Tensor, Tensor]:
     """Probabilities ``(B, C)``, predicted and explained class ``(B,)``, on the device."""
+    import torch
+
     if logits.shape[1] == 1:
         positive = torch.sigmoid(logits[:, 0].float())
         probs = torch.stack([1 - positive, positive], dim=1)
@@ -347,7 +371,10 @@ def _gradcam_kwargs(num_outputs: int, class_idx: int | None, choice: dict, align
 
 # -- host side: titles, PNGs ----------------------------------------------------------
 def _write_canvas(canvas: np.ndarray, path: Path, titles: Sequence[tuple[str, tuple]], geometry: Geometry, compression: int) -> float:
+    import numpy as np
     from PIL import Image, ImageDraw
+
+    from .png import write_png
 
     start = time.perf_counter()
     image = Image.fromarray(canvas)
@@ -358,7 +385,8 @@ def _write_canvas(canvas: np.ndarray, path: Path, titles: Sequence[tuple[str, tu
         draw.text(
             (geometry.panel_left(panel) + 3, top), _fit(text, font, geometry.width - 6), fill=colour, font=font
         )
-    image.save(path, format="PNG", compress_level=compression)
+    # Not image.save(): Pillow's adaptive row filters cost ~3x the encoding (gradcam_kit.png).
+    write_png(path, np.asarray(image), compression)
     return time.perf_counter() - start
 
 
@@ -386,8 +414,11 @@ def _explain_shard(
     root: Path,
     show_progress: bool,
 ) -> tuple[list[dict], list[tuple[str, str]], _Stats]:
+    import torch
     from torch.utils.data import DataLoader
     from tqdm import tqdm
+
+    from .inputs import ExplainDataset, collate_explain, normalize_batch
 
     display = _display_size(args, info)
     geometry = Geometry.for_size(display)
@@ -408,7 +439,7 @@ def _explain_shard(
     by_index = {item.index: item for item in items}
     colormap = int(args.colormap) if args.colormap.isdigit() else args.colormap
     gradcam_kwargs = _gradcam_kwargs(info.num_outputs, class_idx, args.choice, args.alignment)
-    map_title = f"{method_title(args.choice['method'])} {args.choice['layer']}"
+    map_title = f"{_method_title(args.choice['method'])} {args.choice['layer']}"
     names = info.class_names
     sync = torch.cuda.synchronize if (args.profile and device.type == "cuda") else (lambda: None)
     stats = _Stats()
@@ -423,7 +454,9 @@ def _explain_shard(
         return now
 
     progress = tqdm(total=len(items), unit="img", desc="explain", disable=not show_progress, file=sys.stderr)
-    with ThreadPoolExecutor(max_workers=args.writers) as writers:
+    # Writers scale with the cores: on a GPU machine the PNGs, not the model, set the pace.
+    writer_threads = args.writers or max(2, min(8, (os.cpu_count() or 2) - workers))
+    with ThreadPoolExecutor(max_workers=writer_threads) as writers:
         clock = time.perf_counter()
         for batch in loader:
             clock = lap("wait for data", clock)
@@ -610,6 +643,7 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     from .distributed import barrier, cleanup, init_distributed
+    from .inputs import collect_inputs
 
     started = time.perf_counter()
     _check_options(args)
@@ -625,9 +659,11 @@ def run(args: argparse.Namespace) -> int:
     try:
         rank, world, device = context.rank, context.world_size, context.device
         model = _build_model(args, info, device)  # validates --layer/--method before any write
+        from .options import resolve_map_options
+
         args.choice = resolve_map_options(args, model)
         if rank == 0:
-            print(f"maps: {args.choice['layer']}, {method_title(args.choice['method'])} ({args.choice['source']}); {args.alignment} alignment")
+            print(f"maps: {args.choice['layer']}, {_method_title(args.choice['method'])} ({args.choice['source']}); {args.alignment} alignment")
             outputs.clear()  # deletes only what an earlier run recorded in the folder
         barrier(context)
         setup = time.perf_counter() - started
@@ -663,6 +699,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _build_model(args: argparse.Namespace, info: ModelInfo, device: torch.device) -> torch.nn.Module:
+    import torch
+
     from resnet50 import ResNet50FineTuned
 
     if args.checkpoint is not None:
@@ -714,7 +752,7 @@ def _finish(
             "input": str(args.input),
             "model": info.source,
             "layer": args.choice["layer"],
-            "method": f"{method_title(args.choice['method'])} ({args.choice['source']})",
+            "method": f"{_method_title(args.choice['method'])} ({args.choice['source']})",
             "alignment": args.alignment,
             "size": f"{info.size[0]}x{info.size[1]}",
             "device": f"{device}" + (f" x {world} ranks" if world > 1 else ""),

@@ -26,6 +26,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .data import IMAGE_EXTENSIONS, is_mask_file
+from .layouts import LAYOUTS
 from .preprocess import open_image
 
 __all__ = [
@@ -36,8 +37,6 @@ __all__ = [
     "collect_inputs",
     "normalize_batch",
 ]
-
-LAYOUTS = ("auto", "image", "folder", "imagefolder", "csv")
 
 
 @dataclass(frozen=True)

@@ -10,10 +10,13 @@ layer and method ``evaluate`` recommended, else the layer ``train`` stored, else
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
-from torch import nn
+if TYPE_CHECKING:  # torch stays out of `--help`
+    from torch import nn
 
-from .engine import ALIGNMENTS
+#: The choices of ``--alignment``, default first (the same as :data:`gradcam_kit.engine.ALIGNMENTS`).
+ALIGNMENT_CHOICES = ("receptive-field", "pixel")
 
 __all__ = ["add_map_arguments", "resolve_map_options", "warn_if_size_differs"]
 
@@ -34,7 +37,7 @@ def add_map_arguments(parser: argparse.ArgumentParser, *, several_methods: bool 
     else:
         parser.add_argument("--method", default=None, metavar="NAME", help=method_help)
     parser.add_argument(
-        "--alignment", choices=list(reversed(ALIGNMENTS)), default="receptive-field",
+        "--alignment", choices=list(ALIGNMENT_CHOICES), default=ALIGNMENT_CHOICES[0],
         help="where each map unit is drawn: on its receptive field's centre (exact for "
         "ResNets), or where the usual bilinear resize puts it, (s - 1) / 2 px down and "
         "right (default: %(default)s)",

@@ -81,8 +81,10 @@ def blend(images: Tensor, colored: Tensor, alpha: float = 0.5) -> Tensor:
     """``(1 - alpha) * image + alpha * colored`` for uint8 ``(..., H, W, 3)`` tensors."""
     if not 0.0 <= float(alpha) <= 1.0:
         raise ValueError(f"alpha must lie in [0, 1] (the heatmap's weight), got {alpha}")
-    mixed = images.float() * (1.0 - alpha) + colored.float() * alpha
-    return mixed.round().clamp(0, 255).to(torch.uint8)
+    # The same arithmetic as `images * (1 - alpha) + colored * alpha`, in place: a third
+    # fewer passes over the batch (the blend was the costliest step of colouring on a CPU).
+    mixed = images.float().mul_(1.0 - alpha).add_(colored.float().mul_(alpha))
+    return mixed.round_().clamp_(0, 255).to(torch.uint8)
 
 
 def images_to_tensor(image: object, device: torch.device | str = "cpu") -> Tensor:

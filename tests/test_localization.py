@@ -139,3 +139,10 @@ def test_full_resolution_maps_need_no_alignment():
         pointing_game(maps, masks, 2.0, alignment="pixel"),
         pointing_game(maps, masks, 2.0, alignment="receptive-field"),
     )
+
+
+def test_the_commands_offer_the_engines_alignments():
+    from gradcam_kit.engine import ALIGNMENTS
+    from gradcam_kit.options import ALIGNMENT_CHOICES
+
+    assert set(ALIGNMENT_CHOICES) == set(ALIGNMENTS) and ALIGNMENT_CHOICES[0] == "receptive-field"
