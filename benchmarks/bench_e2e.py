@@ -174,7 +174,8 @@ def run_evaluate(root: Path, checkpoint: Path, out: Path, args: argparse.Namespa
 
     argv = ["evaluate", "--checkpoint", str(checkpoint), "--data", str(root.parent),
             "--split", root.name, "--batch-size", str(args.batch_size), "--device", args.device,
-            "--json", str(out / "evaluation.json"), "--no-progress"]
+            "--json", str(out / "evaluation.json"), "--overwrite", "--select-on", "none",
+            "--no-progress"]
     if args.workers is not None:
         argv += ["--workers", str(args.workers)]
     start = time.perf_counter()

@@ -32,7 +32,7 @@ def report(tmp_path_factory):
     out = tmp_path_factory.mktemp("e2e")
     completed = subprocess.run(
         [sys.executable, str(SCRIPT), "--device", "cpu", "--images", str(IMAGES), "--file-size", "64",
-         "--size", "64", "--batch-size", "2", "--rounds", "1", "--warmup", "0", "--threads", "1",
+         "--size", "64", "--batch-size", "2", "--rounds", "2", "--warmup", "0", "--threads", "1",
          "--out-dir", str(out), "--tag", "tiny"],
         capture_output=True, text=True, cwd=ROOT, check=False,
     )
