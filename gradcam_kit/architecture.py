@@ -372,12 +372,14 @@ def build_model(
 # -- command line ------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m gradcam_kit arch``."""
+    from .options import weights_name
+
     parser.add_argument("--checkpoint", type=Path, help="checkpoint of ResNet50FineTuned to analyse")
     parser.add_argument("--model", default="resnet50", choices=["finetuned", *RESNET_BUILDERS],
                         help="without --checkpoint: torchvision builder, or 'finetuned' for "
                              "ResNet50FineTuned (frozen backbone)")
     parser.add_argument("--num-classes", type=int, default=1000, help="classes of the head")
-    parser.add_argument("--weights", default="none", choices=["none", "imagenet"],
+    parser.add_argument("--weights", default="none", type=weights_name, choices=["none", "imagenet"],
                         help="weights to load (counts and shapes do not depend on them)")
     parser.add_argument("--freeze-features", action=argparse.BooleanOptionalAction, default=None,
                         help="freeze all but the head (default: the model's own default)")
@@ -385,7 +387,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="input H [W] (default 224)")
     parser.add_argument("--target-layer", help="Grad-CAM layer to report (default: the model's own)")
     parser.add_argument("--visualize", action="store_true", help="also draw a diagram PNG")
-    parser.add_argument("--output", type=Path, default=Path("outputs/architecture"),
+    parser.add_argument("--output", "--out", dest="output", type=Path, default=Path("outputs/architecture"),
                         help="folder for the diagram and the JSON report")
     parser.add_argument("--json", action="store_true", help="also write architecture.json")
     parser.add_argument("--overwrite", action="store_true",

@@ -271,7 +271,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     :data:`DEFAULT_METHODS`; add ``scorecam`` to include Score-CAM, whose cost is estimated
     before it starts); ``--layer`` the layer (default: the checkpoint's recommended one).
     """
-    from .options import add_map_arguments
+    from .options import add_map_arguments, weights_name
 
     parser.add_argument("--data", type=Path, required=True,
                         help="ImageFolder (<root>/<class>/*.png, masks beside as *_mask.png), "
@@ -279,7 +279,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--split", help="split folder of --data (e.g. test); default: --data itself, "
                                         "or 'test' when --data holds one")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint of ResNet50FineTuned")
-    parser.add_argument("--weights", default="imagenet", choices=["imagenet", "none"],
+    parser.add_argument("--weights", default="imagenet", type=weights_name, choices=["imagenet", "none"],
                         help="without --checkpoint: ImageNet backbone (local cache) or random weights")
     parser.add_argument("--num-classes", type=int, default=2, help="without --checkpoint: head size")
     add_map_arguments(parser, several_methods=True)
@@ -292,7 +292,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--cascade", default="auto",
                         help="stages re-initialised for the randomisation check, in order, e.g. "
                              "fc,layer4; auto: from fc down to the target layer's stage")
-    parser.add_argument("--output", type=Path, default=Path("outputs/compare"), help="output folder (must be new or empty)")
+    parser.add_argument("--output", "--out", dest="output", type=Path, default=Path("outputs/compare"), help="output folder (must be new or empty)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results an earlier run wrote in --output (never other files)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")

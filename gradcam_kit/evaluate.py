@@ -23,15 +23,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from .engine import min_max_normalize, upsample
+from .layer_strips import write_overlays
 from .localization import (
     POINTING_MODES,
     REFERENCE_SIZE,
     center_baseline,
-    peak_points,
     point_hits,
     pointing_ceiling,
     pointing_game,
@@ -276,82 +274,6 @@ def recommend(selection: dict[str, object], split: str, report: dict[str, object
         if row is not None:
             recommendation["report_pointing"] = row["accuracy"]
     return recommendation
-
-
-def write_overlays(
-    kept: list[tuple[Tensor, Tensor, dict[str, Tensor], list[str]]],
-    out_dir: str | Path,
-    *,
-    mean: Sequence[float],
-    std: Sequence[float],
-    alignment: str = "receptive-field",
-    method: str = "gradcam",
-    scale: int = 2,
-) -> list[Path]:
-    """One PNG per image: the input, then the overlay of each layer (mask outline in green,
-    the map's peak as a white cross), each under a title naming the image or the layer.
-    Returns the paths written."""
-    from PIL import Image
-
-    from .preprocess import denormalize
-    from .render import overlay, to_numpy_images
-
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    index = 0
-    for images, masks, maps, titles in kept:
-        base = denormalize(images, mean=mean, std=std)
-        size = tuple(images.shape[-2:])
-        floats = masks.float()[:, None]
-        outline = (F.max_pool2d(floats, 3, 1, 1) - floats)[:, 0].bool()
-        panels = [base]
-        for raw in maps.values():
-            heatmap = min_max_normalize(upsample(raw.float(), size, alignment=alignment))
-            _, overlaid = overlay(base, heatmap)
-            overlaid = overlaid.clone()
-            overlaid[outline] = torch.tensor([0, 255, 0], dtype=torch.uint8, device=overlaid.device)
-            _draw_crosses(overlaid, peak_points(raw, size, alignment))
-            panels.append(overlaid)
-        strips = torch.cat(panels, dim=2)
-        if scale > 1:
-            strips = strips.repeat_interleave(scale, dim=1).repeat_interleave(scale, dim=2)
-        for strip, title in zip(to_numpy_images(strips), titles):
-            path = out_dir / f"overlay_{index:03d}.png"
-            labels = [title] + [f"{layer} ({method})" for layer in maps]
-            _titled(Image.fromarray(strip), labels).save(path)
-            written.append(path)
-            index += 1
-    return written
-
-
-def _draw_crosses(pictures: Tensor, points: Tensor) -> None:
-    """A small white cross at each finite ``(y, x)`` point, in place on ``(B, 3, H, W)``."""
-    height, width = pictures.shape[-2:]
-    finite = torch.isfinite(points).all(dim=1)
-    rows = points[:, 0].nan_to_num(0).round().long().clamp(0, height - 1)
-    cols = points[:, 1].nan_to_num(0).round().long().clamp(0, width - 1)
-    batch = torch.arange(len(rows), device=pictures.device)[finite]
-    rows, cols = rows[finite], cols[finite]
-    for offset in range(-2, 3):
-        pictures[batch, :, (rows + offset).clamp(0, height - 1), cols] = 255
-        pictures[batch, :, rows, (cols + offset).clamp(0, width - 1)] = 255
-
-
-def _titled(strip, labels: Sequence[str]):
-    """The strip below a title bar with one label per panel."""
-    from PIL import Image, ImageDraw
-
-    from .render import fit_text, title_font
-
-    panel = strip.width // len(labels)
-    bar = 18
-    canvas = Image.new("RGB", (strip.width, strip.height + bar), (29, 35, 48))
-    canvas.paste(strip, (0, bar))
-    draw, font = ImageDraw.Draw(canvas), title_font(12)
-    for n, label in enumerate(labels):
-        draw.text((n * panel + 3, 2), fit_text(label, font, panel - 6), fill=(235, 238, 245), font=font)
-    return canvas
 
 
 def format_table(result: dict[str, object], recommendation: dict[str, object] | None = None) -> str:

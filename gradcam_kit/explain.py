@@ -109,7 +109,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--num-workers", type=int, default=None, help="DataLoader decode workers (default: min(4, CPUs))")
 
     out = parser.add_argument_group("output")
-    out.add_argument("--output", type=Path, default=Path("explain_out"), help="folder for overlays/, predictions.csv, report.html")
+    out.add_argument("--output", "--out", dest="output", type=Path, default=Path("explain_out"), help="folder for overlays/, predictions.csv, report.html")
     out.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --output")
     out.add_argument("--alpha", type=float, default=0.5, help="heatmap weight in the overlay, in [0, 1]")
     out.add_argument("--colormap", default="jet", help="OpenCV colormap name or id")

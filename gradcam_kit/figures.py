@@ -343,7 +343,7 @@ def save_figures(
 # -- command line ------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m gradcam_kit figures``."""
-    from .options import add_map_arguments
+    from .options import add_map_arguments, weights_name
 
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="one image file")
@@ -355,7 +355,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     pick.add_argument("--index", type=int, nargs="+", metavar="I", help="with --folder: these positions in the sorted input (0-based), as in explain")
     parser.add_argument("--seed", type=int, default=0, help="seed of --random")
     parser.add_argument("--checkpoint", type=Path, help="checkpoint of ResNet50FineTuned")
-    parser.add_argument("--weights", default="imagenet", choices=["imagenet", "none"],
+    parser.add_argument("--weights", default="imagenet", type=weights_name, choices=["imagenet", "none"],
                         help="without --checkpoint: ImageNet weights (from the local torch cache) "
                              "or random ones")
     parser.add_argument("--num-classes", type=int,
@@ -364,7 +364,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--class-idx", type=int, help="class to explain (default: the predicted one)")
     add_map_arguments(parser, several_methods=True)
     parser.add_argument("--image-size", "--size", dest="size", type=int, help="model input size (default: the checkpoint's, else 224)")
-    parser.add_argument("--output", type=Path, default=Path("outputs/figures"), help="output folder (must be new or empty)")
+    parser.add_argument("--output", "--out", dest="output", type=Path, default=Path("outputs/figures"), help="output folder (must be new or empty)")
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the figures an earlier run wrote in --output (never other files)")
     parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: cuda if available)")

@@ -18,7 +18,7 @@ if TYPE_CHECKING:  # torch stays out of `--help`
 #: The choices of ``--alignment``, default first (the same as :data:`gradcam_kit.engine.ALIGNMENTS`).
 ALIGNMENT_CHOICES = ("receptive-field", "pixel")
 
-__all__ = ["add_map_arguments", "resolve_map_options", "warn_if_size_differs"]
+__all__ = ["add_map_arguments", "resolve_map_options", "warn_if_size_differs", "weights_name"]
 
 
 def add_map_arguments(parser: argparse.ArgumentParser, *, several_methods: bool = False) -> None:
@@ -96,3 +96,8 @@ def warn_if_size_differs(requested: int | None, trained: object, *, flag: str = 
             f"predictions and heatmaps may be wrong; leave {flag} out to use {side}",
             stacklevel=2,
         )
+
+
+def weights_name(value: str) -> str:
+    """``--weights``: ``imagenet``, also spelled ``DEFAULT`` as ``train`` spells it, or ``none``."""
+    return "imagenet" if value.lower() in ("imagenet", "default") else value.lower()

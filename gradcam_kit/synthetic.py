@@ -375,7 +375,7 @@ def write_image_folder(
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m gradcam_kit synth``."""
-    parser.add_argument("--out", default="data/synthetic", help="output folder (default: %(default)s)")
+    parser.add_argument("--out", "--output", dest="out", default="data/synthetic", help="output folder (default: %(default)s)")
     parser.add_argument("--size", type=int, default=128, help="image side in pixels (default: %(default)s)")
     parser.add_argument("--train", type=int, default=400, help="training images (default: %(default)s)")
     parser.add_argument("--val", type=int, default=100, help="validation images (default: %(default)s)")

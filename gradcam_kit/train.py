@@ -267,6 +267,8 @@ class BalancedBatchSampler(Sampler[list[int]]):
 def _weights_choice(weights: object) -> str | None:
     if weights is None or str(weights).lower() in ("none", "null", "scratch", ""):
         return None
+    if str(weights).lower() == "imagenet":  # the other commands' spelling of DEFAULT
+        return "DEFAULT"
     return str(weights)
 
 

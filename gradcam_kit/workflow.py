@@ -45,6 +45,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier workflow run in --out")
     parser.add_argument("--image-size", type=int, default=RECIPE["image_size"], help="input size (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=RECIPE["epochs"], help="training epochs (default: %(default)s)")
+    parser.add_argument("--augment-translate", type=float, default=RECIPE["augment_translate"],
+                        help="largest random shift while training, a fraction of the side (default: %(default)s)")
+    parser.add_argument("--augment-scale", type=float, default=RECIPE["augment_scale"],
+                        help="largest random zoom while training, a fraction (default: %(default)s)")
     parser.add_argument("--train", type=int, default=RECIPE["train"], help="training images (default: %(default)s)")
     parser.add_argument("--val", type=int, default=RECIPE["val"], help="validation images (default: %(default)s)")
     parser.add_argument("--test", type=int, default=RECIPE["test"], help="test images (default: %(default)s)")
@@ -104,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         "--image-size", str(args.image_size), "--epochs", str(args.epochs),
         "--batch-size", str(RECIPE["batch_size"]), "--lr", str(RECIPE["lr"]),
         "--warmup-epochs", str(RECIPE["warmup_epochs"]), "--augment",
-        "--augment-translate", str(RECIPE["augment_translate"]), "--augment-scale", str(RECIPE["augment_scale"]),
+        "--augment-translate", str(args.augment_translate), "--augment-scale", str(args.augment_scale),
         "--patience", "0", "--seed", str(args.seed), "--device", args.device,
         *([] if args.progress else ["--no-progress"]),
     ])

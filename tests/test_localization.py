@@ -3,6 +3,7 @@ placed where the map draws them, each figure beside its ceiling."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -146,3 +147,22 @@ def test_the_commands_offer_the_engines_alignments():
     from gradcam_kit.options import ALIGNMENT_CHOICES
 
     assert set(ALIGNMENT_CHOICES) == set(ALIGNMENTS) and ALIGNMENT_CHOICES[0] == "receptive-field"
+
+
+def test_overlay_strips_mark_the_scored_peak_with_a_small_cross(tmp_path):
+    from PIL import Image
+
+    from gradcam_kit.layer_strips import write_overlays
+
+    images = torch.zeros(1, 3, 64, 64)
+    masks = torch.zeros(1, 64, 64, dtype=torch.bool)
+    masks[0, 30:34, 30:34] = True
+    raw = torch.zeros(1, 2, 2)
+    raw[0, 1, 0] = 1.0  # receptive-field alignment: drawn at (32, 0)
+    (path,) = write_overlays(
+        [(images, masks, {"layer4": raw}, ["x.png"])], tmp_path, mean=[0.0] * 3, std=[1.0] * 3, scale=1
+    )
+    strip = np.asarray(Image.open(path))[-64:, 64:]  # below the title bar, the layer's panel
+    white = (strip == 255).all(axis=2)
+    assert white.sum() == 2 * 5 - 1 - 2  # a cross of arm 2, clipped at the left border
+    assert white[32, 0] and white[30, 0] and white[32, 2] and not white[20, 0]

@@ -107,3 +107,27 @@ def test_demo_uses_the_workflow_checkpoint_when_it_exists(workflow, tmp_path, mo
     assert "RANDOM weights" not in printed
     assert resnet50_demo.main(["--output", str(tmp_path / "demo2"), "--device", "cpu", "--random-weights", "--image-size", "64"]) == 0
     assert "RANDOM weights" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("module", "argv", "expected"), [
+    ("gradcam_kit.figures", ["--image", "x.png", "--out", "o", "--weights", "DEFAULT", "--size", "96"],
+     {"output": "o", "weights": "imagenet", "size": 96}),
+    ("gradcam_kit.compare", ["--data", "d", "--output", "o", "--weights", "ImageNet", "--image-size", "96"],
+     {"output": "o", "weights": "imagenet", "size": 96}),
+    ("gradcam_kit.explain", ["in", "--out", "o", "--image-size", "96", "--target-layer", "layer2"],
+     {"output": "o", "size": 96, "layer": "layer2"}),
+    ("gradcam_kit.synthetic", ["--output", "o"], {"out": "o"}),
+    ("gradcam_kit.evaluate", ["--checkpoint", "c", "--data", "d", "--size", "96", "--layer", "layer2"],
+     {"image_size": 96, "layers": ["layer2"]}),
+])
+def test_one_vocabulary_for_the_same_things(module, argv, expected):
+    import argparse
+    import importlib
+    from pathlib import Path
+
+    parser = argparse.ArgumentParser()
+    importlib.import_module(module).add_arguments(parser)
+    args = vars(parser.parse_args(argv))
+    for key, value in expected.items():
+        got = args[key]
+        assert (str(got) if isinstance(got, Path) else got) == value, key
