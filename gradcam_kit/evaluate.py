@@ -284,11 +284,14 @@ def format_table(result: dict[str, object], recommendation: dict[str, object] | 
     if not total:
         lines.append("pointing game: no image with a non-empty mask; nothing to score")
         return "\n".join(lines)
+    peak = (
+        "the map's peak, found at the layer's resolution" if result["pointing_mode"] == "unit"
+        else "the first maximal pixel of the upsampled map (torchray mode; the ceiling is unit mode's)"
+    )
     lines.append(
-        f"pointing game on {total} positives with masks (hit: the map's peak, found at the "
-        f"layer's resolution ({result['pointing_mode']} mode, {result['alignment']} alignment), within "
-        f"{result['tolerance_px']:.1f} px of the mask = {result['tolerance_px_at_reference']:g} px at "
-        f"{result['reference_size']}x{result['reference_size']}):"
+        f"pointing game on {total} positives with masks (hit: {peak}, {result['alignment']} "
+        f"alignment, within {result['tolerance_px']:.1f} px of the mask = "
+        f"{result['tolerance_px_at_reference']:g} px at {result['reference_size']}x{result['reference_size']}):"
     )
     methods, table = result["methods"], result["pointing_game"]
     lines.append(f"  {'layer':<16}{'grid':>7}" + "".join(f"{m:>11}" for m in methods) + f"{'ceiling':>10}")
