@@ -160,10 +160,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **metadata: objec
         },
         **metadata,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return _write_atomically(payload, path)
 
 
 def _unwrap(model: nn.Module) -> nn.Module:
@@ -213,6 +210,14 @@ def torchvision_state_dict(weights: object, *, progress: bool = True) -> dict[st
         socket.setdefaulttimeout(previous)
 
 
+def _write_atomically(payload: dict, path: Path) -> Path:
+    """``torch.save`` to a temporary name, then rename: never a half-written checkpoint."""
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+    return path
+
+
 def update_checkpoint(path: str | os.PathLike, **metadata: object) -> Path:
     """Adds or replaces metadata entries of a checkpoint file, keeping everything else.
 
@@ -221,10 +226,7 @@ def update_checkpoint(path: str | os.PathLike, **metadata: object) -> Path:
     path = Path(path)
     payload = load_checkpoint(path)
     payload.update(metadata)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
-    return path
+    return _write_atomically(payload, path)
 
 
 def explanation_choice(checkpoint: Mapping, default_layer: str = "layer4.2.conv3") -> dict[str, object]:
