@@ -408,17 +408,77 @@ class CAMEngine:
                     normalize=normalize, score_fn=score_fn, forward=forward,
                     alignment=alignment,
                 )
+        cam_method = self.method if method is None else get_method(method)
+        outputs = self._explain(
+            x, class_idx, layers, [cam_method], output_size, normalize, score_fn, forward, alignment
+        )
+        return outputs[0]
+
+    @_eager_under_compile
+    def explain_methods(
+        self,
+        x: Tensor,
+        class_idx: int | Sequence[int] | Tensor | None = None,
+        *,
+        methods: Sequence[str | CAMMethod],
+        layers: str | nn.Module | Sequence[str | nn.Module] | None = None,
+        output_size: tuple[int, int] | str | None = "input",
+        normalize: bool = True,
+        score_fn: ScoreFn | None = None,
+        forward: Callable[[Tensor], Tensor] | None = None,
+        alignment: str = "pixel",
+    ) -> dict[str, CAMOutput]:
+        """Several methods from one forward pass: ``{method: CAMOutput}``, keyed as given.
+
+        Grad-CAM, Grad-CAM++, LayerCAM, XGrad-CAM, HiResCAM and CAM all weight the same
+        activations with the same gradients, so one forward (and one backward from the
+        target layers) serves them all; comparing three methods costs about what one does.
+        Methods that re-run the model (Score-CAM) still do so, once each. The options are
+        those of :meth:`explain`; every output shares the same ``logits``.
+        """
+        if not isinstance(x, Tensor):
+            raise TypeError(f"expected an input tensor, got {type(x).__name__}")
+        cam_methods = [get_method(m) for m in methods]
+        if not cam_methods:
+            raise ValueError("methods is empty; name at least one method (e.g. ['gradcam'])")
+        names = [given if isinstance(given, str) else m.name for given, m in zip(methods, cam_methods)]
+        if len({m.name for m in cam_methods}) != len(cam_methods):
+            raise ValueError(f"methods {list(names)} name a method twice; name each once")
+        if torch.is_inference_mode_enabled():
+            with torch.inference_mode(False), torch.no_grad():
+                return self.explain_methods(
+                    x, class_idx, methods=cam_methods, layers=layers, output_size=output_size,
+                    normalize=normalize, score_fn=score_fn, forward=forward, alignment=alignment,
+                )
+        outputs = self._explain(
+            x, class_idx, layers, cam_methods, output_size, normalize, score_fn, forward, alignment
+        )
+        return dict(zip(names, outputs))
+
+    def _explain(
+        self,
+        x: Tensor,
+        class_idx: object,
+        layers: object,
+        cam_methods: Sequence[CAMMethod],
+        output_size: tuple[int, int] | str | None,
+        normalize: bool,
+        score_fn: ScoreFn | None,
+        forward: Callable[[Tensor], Tensor] | None,
+        alignment: str,
+    ) -> list[CAMOutput]:
+        """One recorded forward (and backward, if any method needs it); a result per method."""
         if alignment not in ALIGNMENTS:
             raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
-        cam_method = self.method if method is None else get_method(method)
         if layers is None:
             self._refresh_layers()
         targets = self.layers if layers is None else resolve_layers(self.model, layers)
         temporary = [] if self.attached and layers is None else _register(targets.values())
         caller_grad = torch.is_grad_enabled()
+        needs_gradient = any(m.needs_gradient for m in cam_methods)
         recording = _Recording(
             targets={module: name for name, module in targets.items()},
-            cut_graph=cam_method.needs_gradient,
+            cut_graph=needs_gradient,
         )
         if not hasattr(_recordings, "stack"):
             _recordings.stack = []
@@ -445,30 +505,34 @@ class CAMEngine:
 
         indices = None if score_fn is not None else resolve_class_idx(class_idx, logits)
         gradients: Sequence[Tensor | None] = [None] * len(activations)
-        if cam_method.needs_gradient:
+        if needs_gradient:
             gradients = self._gradients(
                 logits, indices, dict(zip(targets, activations)), score_fn, caller_grad
             )
         method_idx = indices
         if method_idx is None:  # a score_fn, or the decision of a single-logit head
             method_idx = torch.zeros(batch, dtype=torch.long, device=x.device)
-
-        bind = getattr(cam_method, "bind", None)
-        if bind is not None:  # methods that re-run the model (Score-CAM) need input and forward
-            cam_method = bind(self.model, x, forward or self.model, score_fn)
         size = tuple(x.shape[-2:]) if output_size == "input" else output_size
-        # Maps are computed in float32 whatever autocast the caller runs under.
-        with torch.autocast(x.device.type, enabled=False):
-            heatmaps = {
-                name: self._map(
-                    activation, gradient, method_idx, cam_method, size, normalize, alignment
-                )
-                for name, activation, gradient in zip(targets, activations, gradients)
-            }
-        _check_finite(x, heatmaps)
         if not caller_grad:
             logits = _detach(logits)
-        return CAMOutput(logits=logits, heatmaps=heatmaps, class_idx=indices)
+        outputs = []
+        for cam_method in cam_methods:
+            bind = getattr(cam_method, "bind", None)
+            if bind is not None:  # methods that re-run the model (Score-CAM) need input and forward
+                cam_method = bind(self.model, x, forward or self.model, score_fn)
+            # Maps are computed in float32 whatever autocast the caller runs under.
+            with torch.autocast(x.device.type, enabled=False):
+                heatmaps = {
+                    name: self._map(
+                        activation,
+                        gradient if cam_method.needs_gradient else None,
+                        method_idx, cam_method, size, normalize, alignment,
+                    )
+                    for name, activation, gradient in zip(targets, activations, gradients)
+                }
+            _check_finite(x, heatmaps)
+            outputs.append(CAMOutput(logits=logits, heatmaps=heatmaps, class_idx=indices))
+        return outputs
 
     def __call__(self, x: Tensor, class_idx: object = None, **kwargs: object) -> CAMOutput:
         """Same as :meth:`explain`."""

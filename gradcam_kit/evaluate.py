@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .engine import CAMEngine
 from .layer_strips import write_overlays
 from .localization import (
     POINTING_MODES,
@@ -96,15 +97,16 @@ def _score_batch(
     tolerance = tally.tolerance = scaled_tolerance(tolerance_px, tuple(images.shape[-2:]), reference_size)
     has_mask = masks.flatten(1).any(dim=1)
     single_logit = model.fc.out_features == 1
+    # One forward and one backward serve every method (CAMEngine.explain_methods).
+    results = CAMEngine(model, layers, hold_model=False).explain_methods(
+        images,
+        0 if single_logit else labels,
+        methods=methods,
+        output_size=None,
+        normalize=False,
+    )
     for method in methods:
-        logits, maps = model(
-            images,
-            return_gradcam=True,
-            gradcam_class_idx=0 if single_logit else labels,
-            gradcam_layers=layers,
-            gradcam_method=method,
-            gradcam_raw=True,
-        )
+        logits, maps = results[method].logits, results[method].heatmaps
         for layer in layers:
             tally.hits[method, layer].append(
                 pointing_game(maps[layer], masks, tolerance, alignment=alignment, mode=mode)

@@ -15,6 +15,7 @@ from gradcam_kit.engine import (
     resolve_class_idx,
     upsample,
 )
+from gradcam_kit.methods import ClassActivationMap
 
 
 def paper_gradcam(model: torch.nn.Module, layer: torch.nn.Module, images, classes) -> torch.Tensor:
@@ -184,3 +185,45 @@ def test_inference_mode_on_the_engine(images):
         out = engine.explain(images, 3)
     torch.testing.assert_close(out.heatmaps["layer4"], expected)
     assert not out.logits.requires_grad
+
+
+def test_explain_methods_equals_one_call_per_method(images):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    engine = CAMEngine(model, "layer4")  # CAM needs the layer feeding the head
+    methods = ["gradcam", "gradcam++", "layercam", ClassActivationMap(model.fc), "scorecam"]
+    names = ["gradcam", "gradcam++", "layercam", "cam", "scorecam"]
+    with torch.no_grad():
+        together = engine.explain_methods(images, [2, 0], methods=methods, output_size=None)
+    assert list(together) == names
+    for name, method in zip(names, methods):
+        alone = engine.explain(images, [2, 0], method=method, output_size=None)
+        torch.testing.assert_close(together[name].logits, alone.logits)
+        assert together[name].class_idx.tolist() == [2, 0]
+        torch.testing.assert_close(together[name].heatmaps["layer4"], alone.heatmaps["layer4"], rtol=0, atol=1e-6)
+    # The one-pass methods really differ from each other (the test compares something).
+    assert not torch.allclose(together["gradcam"].heatmaps["layer4"], together["layercam"].heatmaps["layer4"])
+
+
+def test_explain_methods_runs_one_forward_for_gradient_methods(images):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    calls = []
+    handle = model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with torch.inference_mode():
+            out = CAMEngine(model, ["layer3", "layer4"]).explain_methods(
+                images, methods=["gradcam", "gradcam++", "layercam"]
+            )
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    assert set(out["layercam"].heatmaps) == {"layer3", "layer4"}
+    assert not out["gradcam"].heatmaps["layer4"].is_inference()
+
+
+@pytest.mark.parametrize("methods, message", [([], "empty"), (["gradcam", "GradCAM"], "twice")])
+def test_explain_methods_rejects_bad_method_lists(images, methods, message):
+    model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
+    with pytest.raises(ValueError, match=message):
+        CAMEngine(model, "layer4").explain_methods(images, methods=methods)
