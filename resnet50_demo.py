@@ -31,11 +31,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from gradcam_kit.checkpoint import load_checkpoint
+from gradcam_kit.cli.options import warn_if_size_differs
+from gradcam_kit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
 from gradcam_kit.methods import method_title
-from gradcam_kit.options import warn_if_size_differs
-from gradcam_kit.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
-from gradcam_kit.render import images_to_tensor, overlay, to_numpy_images
+from gradcam_kit.models.checkpoint import load_checkpoint
+from gradcam_kit.viz.render import images_to_tensor, overlay, to_numpy_images
 from resnet50 import ResNet50FineTuned
 
 __all__ = ["main", "synthetic_xray"]

@@ -88,8 +88,8 @@ def _to_16_bit(source: Path, target: Path) -> Path:
 def write_checkpoint(path: Path, size: int, seed: int) -> Path:
     import torch
 
-    from gradcam_kit.checkpoint import save_checkpoint
-    from gradcam_kit.synthetic import CLASS_NAMES
+    from gradcam_kit.data.synthetic import CLASS_NAMES
+    from gradcam_kit.models.checkpoint import save_checkpoint
     from resnet50 import ResNet50FineTuned
 
     torch.manual_seed(seed)
@@ -106,8 +106,13 @@ def run_plain(root: Path, checkpoint: Path, args: argparse.Namespace) -> dict[st
     import torch
     from torch.utils.data import DataLoader
 
-    from gradcam_kit.inputs import ExplainDataset, collate_explain, collect_inputs, normalize_batch
-    from gradcam_kit.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from gradcam_kit.data.inputs import (
+        ExplainDataset,
+        collate_explain,
+        collect_inputs,
+        normalize_batch,
+    )
+    from gradcam_kit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
     from resnet50 import ResNet50FineTuned
 
     device = torch.device(args.device)
@@ -268,7 +273,7 @@ def measure_startup(repeats: int) -> dict[str, float]:
     """Median seconds of fresh interpreters running the help commands."""
     commands = {
         "gradcam-kit --help": [sys.executable, "-c",
-                               "import sys; from gradcam_kit.cli import main; sys.exit(main(['--help']))"],
+                               "import sys; from gradcam_kit.cli.commands import main; sys.exit(main(['--help']))"],
         "python -m gradcam_kit explain --help": [sys.executable, "-m", "gradcam_kit", "explain", "--help"],
         "python -c 'import torch' (floor of any real command)": [sys.executable, "-c", "import torch"],
     }

@@ -181,9 +181,9 @@ def _ours_hooks_dormant(setup: Setup) -> Run:
 
 def _ours_scorecam(setup: Setup) -> Run:
     try:
-        from gradcam_kit.scorecam import ScoreCAM
+        from gradcam_kit.methods.activation import ScoreCAM
     except ImportError as error:
-        raise Unavailable("gradcam_kit.scorecam is not in this checkout") from error
+        raise Unavailable("gradcam_kit.methods.activation is not in this checkout") from error
     return _ours(setup, method=ScoreCAM(batch_size=setup.scorecam_chunk))
 
 
@@ -291,7 +291,7 @@ def _captum(setup: Setup) -> Run:
         from captum.attr import LayerGradCam
     except ImportError as error:
         raise Unavailable("not installed: pip install captum") from error
-    from gradcam_kit.engine import min_max_normalize, upsample
+    from gradcam_kit.core.engine import min_max_normalize, upsample
 
     model = setup.copy()
     explainer = LayerGradCam(model, model.get_submodule(TARGET_LAYER))
@@ -311,7 +311,7 @@ def _torchcam(setup: Setup) -> Run:
         from torchcam.methods import GradCAM
     except ImportError as error:
         raise Unavailable("not installed: pip install torchcam") from error
-    from gradcam_kit.engine import min_max_normalize, upsample
+    from gradcam_kit.core.engine import min_max_normalize, upsample
 
     model = setup.copy()
     extractor = GradCAM(model, target_layer=TARGET_LAYER)

@@ -1,6 +1,6 @@
-"""Full Score-CAM against its top-k variant (:class:`gradcam_kit.scorecam.TopKScoreCAM`).
+"""Full Score-CAM against its top-k variant (:class:`gradcam_kit.methods.activation.TopKScoreCAM`).
 
-For each synthetic X-ray (``gradcam_kit.synthetic``, seeded) and ``ResNet50FineTuned``
+For each synthetic X-ray (``gradcam_kit.data.synthetic``, seeded) and ``ResNet50FineTuned``
 (seeded random weights, ``layer4.2.conv3``, 2048 channels), times full Score-CAM once and
 the ``--time-top-k`` variants once, and reports the agreement of each ``top_k`` x ranking
 with the full map of the same image: Pearson r, largest absolute difference, and whether
@@ -50,10 +50,10 @@ def agreement(full: Any, variant: Any, tolerance_px: float) -> dict[str, float]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
-    from gradcam_kit.engine import CAMEngine, min_max_normalize, upsample
+    from gradcam_kit.core.engine import CAMEngine, min_max_normalize, upsample
+    from gradcam_kit.data.synthetic import generate
     from gradcam_kit.methods import CAMMethod
-    from gradcam_kit.scorecam import ScoreCAM, TopKScoreCAM
-    from gradcam_kit.synthetic import generate
+    from gradcam_kit.methods.activation import ScoreCAM, TopKScoreCAM
     from resnet50 import ResNet50FineTuned
 
     class Capture(CAMMethod):

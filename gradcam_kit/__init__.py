@@ -2,7 +2,7 @@
 
 The engine (:class:`CAMEngine`) explains any ``nn.Module`` at named layers; the methods
 (:mod:`gradcam_kit.methods`) only say how activations and gradients become a map;
-:mod:`gradcam_kit.render` colours maps on the device. ``resnet50.ResNet50FineTuned`` is
+:mod:`gradcam_kit.viz.render` colours maps on the device. ``resnet50.ResNet50FineTuned`` is
 built on these, as are the command-line tools (``python -m gradcam_kit --help``).
 
 The names below are imported on first use (PEP 562 module ``__getattr__``): importing the
@@ -14,15 +14,19 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING
 
+from . import _legacy
+
 __version__ = "0.1.0"
+
+_legacy.install()  # the module paths of the flat 0.1 layout stay importable
 
 #: public name -> the submodule that defines it
 _EXPORTS: dict[str, str] = {
-    "CAMEngine": "engine",
-    "CAMOutput": "engine",
-    "min_max_normalize": "engine",
-    "resolve_class_idx": "engine",
-    "upsample": "engine",
+    "CAMEngine": "core.engine",
+    "CAMOutput": "core.engine",
+    "min_max_normalize": "core.engine",
+    "resolve_class_idx": "core.engine",
+    "upsample": "core.engine",
     "METHODS": "methods",
     "CAMMethod": "methods",
     "ClassActivationMap": "methods",
@@ -33,9 +37,9 @@ _EXPORTS: dict[str, str] = {
     "ScoreCAM": "methods",
     "XGradCAM": "methods",
     "get_method": "methods",
-    # gradcam_kit.models.explain() is not re-exported: gradcam_kit.explain is the CLI command.
-    "GradCAMExplainer": "models",
-    "default_target_layer": "models",
+    # gradcam_kit.explainers.cnn.explain() is not re-exported: `explain` names the CLI command.
+    "GradCAMExplainer": "explainers.cnn",
+    "default_target_layer": "explainers.cnn",
 }
 
 __all__ = [
@@ -60,7 +64,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
-    from .engine import CAMEngine, CAMOutput, min_max_normalize, resolve_class_idx, upsample
+    from .core.engine import CAMEngine, CAMOutput, min_max_normalize, resolve_class_idx, upsample
+    from .explainers.cnn import GradCAMExplainer, default_target_layer
     from .methods import (
         METHODS,
         CAMMethod,
@@ -73,7 +78,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
         XGradCAM,
         get_method,
     )
-    from .models import GradCAMExplainer, default_target_layer
 
 
 def __getattr__(name: str) -> object:

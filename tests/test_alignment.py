@@ -6,7 +6,7 @@ import pytest
 import torch
 from conftest import SIZE, build_model
 
-from gradcam_kit.engine import upsample
+from gradcam_kit.core.engine import upsample
 
 
 def _one_hot(h: int, w: int, row: int, col: int) -> torch.Tensor:

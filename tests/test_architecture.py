@@ -11,8 +11,8 @@ import torch
 from PIL import Image
 from torchvision.models import resnet18, resnet50
 
-from gradcam_kit.architecture import add_arguments, analyze, build_model, run
-from gradcam_kit.checkpoint import save_checkpoint
+from gradcam_kit.models.architecture import add_arguments, analyze, build_model, run
+from gradcam_kit.models.checkpoint import save_checkpoint
 from resnet50 import ResNet50FineTuned
 
 # torchvision ResNet50, per stage (He et al., 2016): the seed's "~25.6 M".

@@ -7,8 +7,8 @@ import torch
 import torchvision
 from conftest import build_model
 
-import gradcam_kit.checkpoint as checkpoint
-from gradcam_kit.checkpoint import load_checkpoint, save_checkpoint
+import gradcam_kit.models.checkpoint as checkpoint
+from gradcam_kit.models.checkpoint import load_checkpoint, save_checkpoint
 from resnet50 import ResNet50FineTuned
 
 

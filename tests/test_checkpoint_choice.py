@@ -10,7 +10,7 @@ import pytest
 import torch
 from conftest import build_model
 
-from gradcam_kit.checkpoint import (
+from gradcam_kit.models.checkpoint import (
     explanation_choice,
     load_checkpoint,
     save_checkpoint,

@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
-from gradcam_kit.checkpoint import save_checkpoint
-from gradcam_kit.cli import entry
-from gradcam_kit.synthetic import write_image_folder
+from gradcam_kit.cli.commands import entry
+from gradcam_kit.data.synthetic import write_image_folder
+from gradcam_kit.models.checkpoint import save_checkpoint
 from resnet50 import ResNet50FineTuned
 
 REPO = Path(__file__).resolve().parents[1]

@@ -12,7 +12,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from gradcam_kit.compare import (
+from gradcam_kit.cli.compare import (
     COLUMNS,
     DEFAULT_METHODS,
     add_arguments,
@@ -135,7 +135,7 @@ def test_command_rejects_bad_options(tmp_path):
 def test_default_cascade_reaches_the_target_layer_stage():
     from torchvision.models import resnet18
 
-    from gradcam_kit.compare import default_cascade
+    from gradcam_kit.cli.compare import default_cascade
 
     model = resnet18(weights=None)
     assert default_cascade(model, "layer4.1.conv2") == ["fc", "layer4"]

@@ -6,7 +6,7 @@ import pytest
 import torch
 from PIL import Image
 
-from gradcam_kit.data import (
+from gradcam_kit.data.datasets import (
     ImageDataset,
     csv_samples,
     image_folder_samples,
@@ -15,8 +15,8 @@ from gradcam_kit.data import (
     split_samples,
     verify_images,
 )
-from gradcam_kit.preprocess import build_transform
-from gradcam_kit.synthetic import write_image_folder
+from gradcam_kit.data.preprocess import build_transform
+from gradcam_kit.data.synthetic import write_image_folder
 
 
 @pytest.fixture(scope="module")

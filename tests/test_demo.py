@@ -8,7 +8,7 @@ from conftest import build_model
 from PIL import Image
 
 import resnet50_demo
-from gradcam_kit.checkpoint import save_checkpoint
+from gradcam_kit.models.checkpoint import save_checkpoint
 
 FIGURE_PIXELS = (
     int(resnet50_demo.FIGURE_SIZE[0] * resnet50_demo.FIGURE_DPI),

@@ -11,17 +11,17 @@ from pathlib import Path
 
 import torch
 
-from gradcam_kit.data import ImageDataset
-from gradcam_kit.distributed import (
+from gradcam_kit.data.datasets import ImageDataset
+from gradcam_kit.data.preprocess import build_transform
+from gradcam_kit.data.synthetic import write_image_folder
+from gradcam_kit.metrics.classification import classification_metrics
+from gradcam_kit.training.distributed import (
     DistributedContext,
     ShardSampler,
     gather_predictions,
     init_distributed,
 )
-from gradcam_kit.metrics import classification_metrics
-from gradcam_kit.preprocess import build_transform
-from gradcam_kit.synthetic import write_image_folder
-from gradcam_kit.train import SEEN_ENV, BalancedBatchSampler
+from gradcam_kit.training.train import SEEN_ENV, BalancedBatchSampler
 from resnet50 import ResNet50FineTuned
 
 REPO = Path(__file__).resolve().parents[1]

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 import torchvision
 from conftest import SIZE, build_model, hook_counts
 
-from gradcam_kit.engine import (
+from gradcam_kit.core.engine import (
     CAMEngine,
     class_scores,
     min_max_normalize,

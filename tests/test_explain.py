@@ -14,10 +14,10 @@ import pytest
 import torch
 from PIL import Image
 
-from gradcam_kit.cli import main
-from gradcam_kit.explain import Geometry, compose_canvases
-from gradcam_kit.inputs import collect_inputs
-from gradcam_kit.render import colorize, overlay
+from gradcam_kit.cli.commands import main
+from gradcam_kit.cli.explain import Geometry, compose_canvases
+from gradcam_kit.data.inputs import collect_inputs
+from gradcam_kit.viz.render import colorize, overlay
 
 SIZE = 64
 CLASSES = ["normal", "lesion"]
@@ -41,7 +41,7 @@ def make_images(folder: Path, count: int, *, size: int = 48, seed: int = 0, pref
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory) -> Path:
-    from gradcam_kit.checkpoint import save_checkpoint
+    from gradcam_kit.models.checkpoint import save_checkpoint
     from resnet50 import ResNet50FineTuned
 
     torch.manual_seed(0)
@@ -84,7 +84,7 @@ def one_thread():
 @pytest.fixture
 def reuse_model(monkeypatch, model):
     """Skips rebuilding the model from the checkpoint in every run (tested once, below)."""
-    import gradcam_kit.explain as command
+    import gradcam_kit.cli.explain as command
 
     built = command._build_model
 
@@ -132,7 +132,7 @@ def test_imagefolder_run_writes_everything(split, checkpoint, tmp_path):
 
 def test_batched_path_matches_the_single_image_path(split, checkpoint, tmp_path, model, reuse_model):
     """Worker decode + device normalisation + batched colouring == preprocess() + overlay()."""
-    from gradcam_kit.preprocess import preprocess
+    from gradcam_kit.data.preprocess import preprocess
 
     out = tmp_path / "out"
     explain(split, "--checkpoint", checkpoint, "--output", out, "--alpha", "0.4", "--display-size", str(SIZE))
@@ -372,7 +372,7 @@ def test_torchrun_shards_and_merges(split, tmp_path):
 
 
 def test_contact_sheet_shows_mistakes_first_then_a_spread():
-    from gradcam_kit.explain import _contact_sheet_rows
+    from gradcam_kit.cli.explain import _contact_sheet_rows
 
     rows = [{"index": i, "correct": "0" if i in (40, 90) else "1"} for i in range(100)][::-1]
     chosen = [r["index"] for r in _contact_sheet_rows(rows, 6)]

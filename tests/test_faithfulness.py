@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 from torchvision.models import resnet18
 
-from gradcam_kit.faithfulness import (
+from gradcam_kit.metrics.faithfulness import (
     auc,
     average_drop,
     cam_explainer,

@@ -10,7 +10,7 @@ import torch
 from PIL import Image
 from torchvision.models import resnet18
 
-from gradcam_kit.figures import (
+from gradcam_kit.viz.figures import (
     LAYERS,
     _titles,
     add_arguments,
@@ -19,7 +19,7 @@ from gradcam_kit.figures import (
     overlays_figure,
     run,
 )
-from gradcam_kit.render import overlay, to_numpy_images
+from gradcam_kit.viz.render import overlay, to_numpy_images
 from resnet50 import ResNet50FineTuned
 
 SIZE = 64
@@ -131,7 +131,7 @@ def test_grid_and_overlay_panels_are_drawn_in_rgb(model, batch, tmp_path):
 
 
 def test_titles_give_prediction_probability_and_truth():
-    from gradcam_kit.figures import AttentionMaps
+    from gradcam_kit.viz.figures import AttentionMaps
 
     logits = torch.tensor([[0.0, 2.0], [3.0, 0.0]])
     maps = AttentionMaps(logits, torch.tensor([1, 0]), {}, {}, "layer4")
@@ -182,8 +182,8 @@ def test_command_selection_errors(tmp_path):
 
 
 def test_checkpoint_metadata_sets_size_normalisation_and_class_names(tmp_path, capsys):
-    from gradcam_kit.checkpoint import save_checkpoint
-    from gradcam_kit.figures import _preprocessing
+    from gradcam_kit.models.checkpoint import save_checkpoint
+    from gradcam_kit.viz.figures import _preprocessing
 
     path = save_checkpoint(tmp_path / "m.pt", ResNet50FineTuned(2, weights=None), num_classes=2,
                            class_names=["normal", "lesion"], input_size=[SIZE, SIZE],

@@ -8,8 +8,8 @@ import pytest
 import torch
 from PIL import Image
 
-from gradcam_kit.preprocess import preprocess, to_8bit
-from gradcam_kit.render import images_to_tensor
+from gradcam_kit.data.preprocess import preprocess, to_8bit
+from gradcam_kit.viz.render import images_to_tensor
 
 H, W = 40, 48
 

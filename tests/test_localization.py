@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from gradcam_kit.engine import upsample
-from gradcam_kit.localization import (
+from gradcam_kit.core.engine import upsample
+from gradcam_kit.metrics.localization import (
     peak_points,
     point_hits,
     pointing_ceiling,
@@ -143,8 +143,8 @@ def test_full_resolution_maps_need_no_alignment():
 
 
 def test_the_commands_offer_the_engines_alignments():
-    from gradcam_kit.engine import ALIGNMENTS
-    from gradcam_kit.options import ALIGNMENT_CHOICES
+    from gradcam_kit.cli.options import ALIGNMENT_CHOICES
+    from gradcam_kit.core.engine import ALIGNMENTS
 
     assert set(ALIGNMENT_CHOICES) == set(ALIGNMENTS) and ALIGNMENT_CHOICES[0] == "receptive-field"
 
@@ -152,7 +152,7 @@ def test_the_commands_offer_the_engines_alignments():
 def test_overlay_strips_mark_the_scored_peak_with_a_small_cross(tmp_path):
     from PIL import Image
 
-    from gradcam_kit.layer_strips import write_overlays
+    from gradcam_kit.viz.layer_strips import write_overlays
 
     images = torch.zeros(1, 3, 64, 64)
     masks = torch.zeros(1, 64, 64, dtype=torch.bool)

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from gradcam_kit.engine import CAMEngine, min_max_normalize
+from gradcam_kit.core.engine import CAMEngine, min_max_normalize
 from gradcam_kit.methods import (
     METHODS,
     ClassActivationMap,
@@ -25,7 +25,7 @@ from gradcam_kit.methods import (
     XGradCAM,
     get_method,
 )
-from gradcam_kit.scorecam import ScoreCAM, score_cam
+from gradcam_kit.methods.activation import ScoreCAM, score_cam
 
 pytorch_grad_cam = pytest.importorskip("pytorch_grad_cam")
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget  # noqa: E402

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from gradcam_kit.metrics import (
+from gradcam_kit.metrics.classification import (
     auroc,
     binary_auroc,
     classification_metrics,

@@ -11,8 +11,13 @@ from conftest import hook_counts
 from torch import nn
 from torchvision import models as tv
 
-from gradcam_kit.models import GradCAMExplainer, classifier_head, default_target_layer, explain
-from gradcam_kit.scorecam import score_cam
+from gradcam_kit.explainers.cnn import (
+    GradCAMExplainer,
+    classifier_head,
+    default_target_layer,
+    explain,
+)
+from gradcam_kit.methods.activation import score_cam
 
 FAMILIES = {
     "resnet18": "layer4",
@@ -139,7 +144,7 @@ def test_cam_method_uses_the_classifier_head(inputs):
 
 
 def test_alignment_default_follows_the_family(inputs):
-    from gradcam_kit.models import default_alignment
+    from gradcam_kit.explainers.cnn import default_alignment
 
     assert default_alignment(_build("resnet18")) == "receptive-field"
     assert default_alignment(_build("alexnet")) == "pixel"

@@ -134,7 +134,7 @@ def test_bad_layer_and_method_are_rejected(shared_model, images):
 
 
 def test_scorecam_through_the_integrated_model(shared_model, make_images):
-    from gradcam_kit.scorecam import score_cam
+    from gradcam_kit.methods.activation import score_cam
 
     x = make_images(1, 32, 32)
     layer = "layer1.0.conv1"  # 64 channels: 64 masked forwards

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from gradcam_kit import cli
-from gradcam_kit.checkpoint import save_checkpoint
-from gradcam_kit.outputs import MANIFEST, OutputFolder
+from gradcam_kit.cli.outputs import MANIFEST, OutputFolder
+from gradcam_kit.models.checkpoint import save_checkpoint
 from resnet50 import ResNet50FineTuned
 
 TINY_TRAIN = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--no-progress",
@@ -70,7 +70,7 @@ def test_shared_folder_checks_only_the_commands_names(tmp_path):
 
 
 def test_files_of_a_failed_run_are_recorded_by_the_command_line(tmp_path):
-    from gradcam_kit.outputs import record_pending
+    from gradcam_kit.cli.outputs import record_pending
 
     out = tmp_path / "out"
     folder = OutputFolder(out, command="demo")
@@ -112,7 +112,7 @@ def test_synth_never_touches_the_users_csv(tmp_path):
 def test_synth_layout_is_read_correctly_by_torchvision_image_folder(tmp_path):
     from torchvision.datasets import ImageFolder
 
-    from gradcam_kit.data import image_folder_samples
+    from gradcam_kit.data.datasets import image_folder_samples
 
     out = tmp_path / "synth"
     assert _synth(out, "--train", "6") == 0
@@ -126,7 +126,7 @@ def test_synth_layout_is_read_correctly_by_torchvision_image_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    from gradcam_kit.synthetic import write_image_folder
+    from gradcam_kit.data.synthetic import write_image_folder
 
     root = tmp_path_factory.mktemp("data")
     write_image_folder(root, {"train": 8, "val": 4, "test": 4}, size=32, seed=0, progress=False)

@@ -1,4 +1,4 @@
-"""gradcam_kit.png: the PNG encoder explain writes its overlays with."""
+"""gradcam_kit.viz.png: the PNG encoder explain writes its overlays with."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradcam_kit.png import encode_png, write_png
+from gradcam_kit.viz.png import encode_png, write_png
 
 
 def _decode(data: bytes) -> tuple[str, np.ndarray]:

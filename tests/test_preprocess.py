@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision.models import ResNet50_Weights
 
-from gradcam_kit.preprocess import (
+from gradcam_kit.data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
     build_transform,
@@ -104,8 +104,8 @@ def test_constant_sixteen_bit_image_becomes_black():
 
 
 def test_sixteen_bit_images_reach_training_and_explain_datasets(tmp_path):
-    from gradcam_kit.data import ImageDataset, Sample
-    from gradcam_kit.inputs import ExplainDataset, InputItem
+    from gradcam_kit.data.datasets import ImageDataset, Sample
+    from gradcam_kit.data.inputs import ExplainDataset, InputItem
 
     values = np.tile(np.linspace(0, 60000, 32), (32, 1)).astype(np.uint16)
     path = tmp_path / "a.png"

@@ -9,8 +9,8 @@ import torch
 from conftest import SIZE
 from PIL import Image
 
-from gradcam_kit.preprocess import denormalize
-from gradcam_kit.render import blend, colorize, colormap_lut, images_to_tensor, overlay
+from gradcam_kit.data.preprocess import denormalize
+from gradcam_kit.viz.render import blend, colorize, colormap_lut, images_to_tensor, overlay
 
 H, W = 100, 140  # the "original" image: larger than the 64x64 model input, not square
 

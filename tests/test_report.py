@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from gradcam_kit.report import confusion_matrix, write_report
+from gradcam_kit.viz.report import confusion_matrix, write_report
 
 CLASSES = ["normal", "lesion"]
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gradcam_kit.report import write_report
+from gradcam_kit.viz.report import write_report
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 pytestmark = pytest.mark.skipif(
@@ -147,7 +147,7 @@ def test_a_missing_overlay_is_caught(tmp_path):
 
 
 def test_explain_report_renders_and_screenshot(tmp_path):
-    from gradcam_kit.cli import main
+    from gradcam_kit.cli.commands import main
 
     source = tmp_path / "images"
     for label in ("lesion", "normal"):

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from conftest import SIZE, build_model, hook_counts
 from torch import nn
 
-from gradcam_kit.engine import min_max_normalize, upsample
+from gradcam_kit.core.engine import min_max_normalize, upsample
 from resnet50 import ResNet50FineTuned
 
 # -- constructor ------------------------------------------------------------------------

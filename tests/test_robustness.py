@@ -13,7 +13,7 @@ from conftest import SIZE, build_model, hook_counts
 from torch import nn
 
 from gradcam_kit import CAMEngine
-from gradcam_kit.models import GradCAMExplainer
+from gradcam_kit.explainers.cnn import GradCAMExplainer
 from resnet50 import ResNet50FineTuned
 
 
@@ -233,7 +233,7 @@ def test_torchvision_constructor_options_pass_through(images):
 
 
 def test_from_checkpoint_does_not_ignore_num_classes_zero(tmp_path):
-    from gradcam_kit.checkpoint import save_checkpoint
+    from gradcam_kit.models.checkpoint import save_checkpoint
 
     path = save_checkpoint(tmp_path / "m.pt", ResNet50FineTuned(2, weights=None), num_classes=2)
     with pytest.raises(ValueError, match="num_classes must be a positive int, got 0"):
@@ -245,7 +245,7 @@ def test_from_checkpoint_does_not_ignore_num_classes_zero(tmp_path):
 def test_explain_reads_checkpoints_of_wrapped_models(prefix, tmp_path):
     from PIL import Image
 
-    from gradcam_kit.cli import main
+    from gradcam_kit.cli.commands import main
 
     torch.manual_seed(0)
     plain = ResNet50FineTuned(3, weights=None)
@@ -265,7 +265,7 @@ def test_explain_reads_checkpoints_of_wrapped_models(prefix, tmp_path):
 def test_frozen_batchnorm_model_loads_a_plain_checkpoint(tmp_path):
     from torchvision.ops import FrozenBatchNorm2d
 
-    from gradcam_kit.checkpoint import save_checkpoint
+    from gradcam_kit.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     plain = ResNet50FineTuned(2, weights=None)
@@ -289,7 +289,7 @@ def _densenet():
 
 
 def test_densenet_cam_is_the_cam_of_the_head(images):
-    from gradcam_kit.models import explain
+    from gradcam_kit.explainers.cnn import explain
 
     net = _densenet()
     with torch.no_grad():
@@ -308,7 +308,7 @@ def test_densenet_cam_is_the_cam_of_the_head(images):
 
 
 def test_densenet_gradcam_uses_the_rectified_features(images):
-    from gradcam_kit.models import GradCAMExplainer
+    from gradcam_kit.explainers.cnn import GradCAMExplainer
 
     net = _densenet()
     features = torch.relu(net.features(images)).detach().requires_grad_(True)

@@ -9,8 +9,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
-from gradcam_kit.engine import CAMEngine
-from gradcam_kit.scorecam import ScoreCAM, TopKScoreCAM, score_cam
+from gradcam_kit.core.engine import CAMEngine
+from gradcam_kit.methods.activation import ScoreCAM, TopKScoreCAM, score_cam
 
 LAYER = "layer1"  # 64 channels at 8x8 for a 32x32 input
 CLASSES = [3, 7]

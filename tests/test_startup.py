@@ -33,14 +33,14 @@ def imported_after(code: str) -> set[str]:
 @pytest.mark.parametrize("argv", [["--help"], ["explain", "--help"]])
 def test_help_imports_no_torch(argv):
     code = (
-        "from gradcam_kit.cli import main\n"
+        "from gradcam_kit.cli.commands import main\n"
         "try:\n"
         f"    main({argv!r})\n"
         "except SystemExit as exit_:\n"
         "    assert exit_.code == 0, exit_.code\n"
     )
     modules = imported_after(code)
-    assert "gradcam_kit.explain" in modules or argv == ["--help"]
+    assert "gradcam_kit.cli.explain" in modules or argv == ["--help"]
     assert not {"torch", "numpy", "torchvision", "cv2", "PIL"} & modules
 
 
@@ -48,11 +48,11 @@ def test_package_import_is_lazy_and_names_resolve():
     assert "torch" not in imported_after("import gradcam_kit")
     modules = imported_after(
         "import gradcam_kit\n"
-        "assert gradcam_kit.CAMEngine.__module__ == 'gradcam_kit.engine'\n"
+        "assert gradcam_kit.CAMEngine.__module__ == 'gradcam_kit.core.engine'\n"
         "assert gradcam_kit.get_method('gradcam').name == 'gradcam'\n"
         "assert set(gradcam_kit.__all__) <= set(dir(gradcam_kit))\n"
     )
-    assert "gradcam_kit.engine" in modules
+    assert "gradcam_kit.core.engine" in modules
 
 
 def test_unknown_package_attribute_raises_attribute_error():
@@ -64,5 +64,5 @@ def test_unknown_package_attribute_raises_attribute_error():
 
 def test_engine_import_does_not_import_dynamo():
     # torch.compiler.disable imports torch._dynamo (~1 s); the engine applies it at call time.
-    modules = imported_after("import gradcam_kit.engine")
+    modules = imported_after("import gradcam_kit.core.engine")
     assert "torch" in modules and "torch._dynamo" not in modules

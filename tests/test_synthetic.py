@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 
 from gradcam_kit import cli
-from gradcam_kit.data import image_folder_samples, load_mask
-from gradcam_kit.synthetic import (
+from gradcam_kit.data.datasets import image_folder_samples, load_mask
+from gradcam_kit.data.synthetic import (
     CLASS_NAMES,
     MAX_LESION_FRACTION,
     SyntheticXRayDataset,
@@ -71,7 +71,7 @@ def test_global_mean_std_classifier_stays_near_chance():
 
 
 def test_in_memory_dataset_and_transform():
-    from gradcam_kit.preprocess import build_transform
+    from gradcam_kit.data.preprocess import build_transform
 
     dataset = SyntheticXRayDataset(4, size=32, seed=2, split="val", transform=build_transform(32), return_mask=True)
     image, label, mask = dataset[1]

@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from gradcam_kit import cli
-from gradcam_kit.checkpoint import load_checkpoint
-from gradcam_kit.synthetic import write_image_folder
+from gradcam_kit.data.synthetic import write_image_folder
+from gradcam_kit.models.checkpoint import load_checkpoint
 from resnet50 import ResNet50FineTuned
 
 TINY = ["--weights", "none", "--image-size", "32", "--batch-size", "4", "--no-progress", "--seed", "0"]
@@ -69,7 +69,7 @@ def test_resume_continues_exactly(data, tmp_path):
 
 
 def test_ctrl_c_ends_with_one_line_naming_the_resume_command(data, tmp_path, monkeypatch, capsys):
-    import gradcam_kit.train as train_module
+    import gradcam_kit.training.train as train_module
 
     out = tmp_path / "run"
     assert train("--data", str(data), "--epochs", "1", *TINY, "--out", str(out)) == 0
@@ -152,7 +152,7 @@ def test_csv_training_data(data, tmp_path):
 def test_default_weights_offline_error_says_pass_weights_none(data, tmp_path, monkeypatch):
     from torchvision.models import ResNet50_Weights
 
-    from gradcam_kit.checkpoint import _cached_weights_path
+    from gradcam_kit.models.checkpoint import _cached_weights_path
 
     if _cached_weights_path(ResNet50_Weights.DEFAULT.url).is_file():
         pytest.skip("ImageNet weights are cached here")
@@ -164,7 +164,7 @@ def test_default_weights_offline_error_says_pass_weights_none(data, tmp_path, mo
 def test_shipped_example_config_is_valid():
     from pathlib import Path
 
-    from gradcam_kit.train import load_config
+    from gradcam_kit.training.train import load_config
 
     config = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic_xray.yaml")
     assert config["weights"] == "none" and config["data"] == "data/synthetic"

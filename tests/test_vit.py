@@ -14,8 +14,8 @@ from conftest import hook_counts
 from torch import nn
 from torchvision.models import VisionTransformer, vit_b_16
 
-from gradcam_kit.models import explain
-from gradcam_kit.vit import (
+from gradcam_kit.explainers.cnn import explain
+from gradcam_kit.explainers.vit import (
     AttentionRecorder,
     TokensToGrid,
     attention_rollout,

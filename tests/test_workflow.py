@@ -11,7 +11,7 @@ import pytest
 
 import resnet50_demo
 from gradcam_kit import cli
-from gradcam_kit.checkpoint import load_checkpoint
+from gradcam_kit.models.checkpoint import load_checkpoint
 
 TINY = ["--image-size", "32", "--epochs", "1", "--train", "8", "--val", "4", "--test", "4",
         "--device", "cpu", "--no-progress"]
@@ -110,14 +110,14 @@ def test_demo_uses_the_workflow_checkpoint_when_it_exists(workflow, tmp_path, mo
 
 
 @pytest.mark.parametrize(("module", "argv", "expected"), [
-    ("gradcam_kit.figures", ["--image", "x.png", "--out", "o", "--weights", "DEFAULT", "--size", "96"],
+    ("gradcam_kit.viz.figures", ["--image", "x.png", "--out", "o", "--weights", "DEFAULT", "--size", "96"],
      {"output": "o", "weights": "imagenet", "size": 96}),
-    ("gradcam_kit.compare", ["--data", "d", "--output", "o", "--weights", "ImageNet", "--image-size", "96"],
+    ("gradcam_kit.cli.compare", ["--data", "d", "--output", "o", "--weights", "ImageNet", "--image-size", "96"],
      {"output": "o", "weights": "imagenet", "size": 96}),
-    ("gradcam_kit.explain", ["in", "--out", "o", "--image-size", "96", "--target-layer", "layer2"],
+    ("gradcam_kit.cli.explain", ["in", "--out", "o", "--image-size", "96", "--target-layer", "layer2"],
      {"output": "o", "size": 96, "layer": "layer2"}),
-    ("gradcam_kit.synthetic", ["--output", "o"], {"out": "o"}),
-    ("gradcam_kit.evaluate", ["--checkpoint", "c", "--data", "d", "--size", "96", "--layer", "layer2"],
+    ("gradcam_kit.data.synthetic", ["--output", "o"], {"out": "o"}),
+    ("gradcam_kit.cli.evaluate", ["--checkpoint", "c", "--data", "d", "--size", "96", "--layer", "layer2"],
      {"image_size": 96, "layers": ["layer2"]}),
 ])
 def test_one_vocabulary_for_the_same_things(module, argv, expected):

@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from gradcam_kit.engine import min_max_normalize, upsample
-from gradcam_kit.localization import peak_points, unit_positions
-from gradcam_kit.render import overlay, title_font, to_numpy_images
-from gradcam_kit.synthetic import generate_sample
+from gradcam_kit.core.engine import min_max_normalize, upsample
+from gradcam_kit.data.synthetic import generate_sample
+from gradcam_kit.metrics.localization import peak_points, unit_positions
+from gradcam_kit.viz.render import overlay, title_font, to_numpy_images
 
 SIZE, GRID, SCALE = 224, 7, 2
 

@@ -22,7 +22,7 @@ Layout written by :func:`write_image_folder` (and ``python -m gradcam_kit synth`
 
 The masks live in their own tree, outside the class folders, so torchvision's
 ``ImageFolder`` (and any loader that reads ``<split>/<class>/*``) sees only the images;
-:func:`gradcam_kit.data.mask_path_for` finds them. Their names end in ``_mask`` as well.
+:func:`gradcam_kit.data.datasets.mask_path_for` finds them. Their names end in ``_mask`` as well.
 """
 
 from __future__ import annotations
@@ -274,7 +274,7 @@ class SyntheticXRayDataset(Dataset):
         split: ``"train"``, ``"val"`` or ``"test"``: which index range to draw from.
         positive_fraction: share of images with a lesion.
         transform: applied to the ``(1, H, W)`` uint8 image, e.g.
-            ``gradcam_kit.preprocess.build_transform(size)`` (grayscale -> 3 channels).
+            ``gradcam_kit.data.preprocess.build_transform(size)`` (grayscale -> 3 channels).
         return_mask: also return the bool ``(H, W)`` mask.
     """
 
@@ -399,7 +399,7 @@ def run(args: argparse.Namespace) -> int:
         ValueError: a bad size, count or fraction (before anything is written).
         FileExistsError: ``--out`` is not empty and ``--overwrite`` was not given.
     """
-    from .outputs import OutputFolder
+    from ..cli.outputs import OutputFolder
 
     splits = {"train": args.train, "val": args.val, "test": args.test}
     if any(n < 0 for n in splits.values()) or not any(splits.values()):

@@ -17,7 +17,7 @@ column                    what it measures                                      
 ``seconds_per_image``     time of the explanation alone (forward + method)       lower
 ========================  =====================================================  ==========
 
-Every metric runs batched on the device (:mod:`gradcam_kit.faithfulness`); the explained
+Every metric runs batched on the device (:mod:`gradcam_kit.metrics.faithfulness`); the explained
 class is the model's prediction. The table is printed as markdown and saved as
 ``compare.json`` (with the whole randomisation cascade and the settings), ``compare.csv``
 and ``compare.md``.
@@ -35,8 +35,9 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .engine import CAMEngine
-from .faithfulness import (
+from ..core.engine import CAMEngine
+from ..methods import METHODS, CAMMethod, get_method
+from ..metrics.faithfulness import (
     auc,
     average_drop,
     cam_explainer,
@@ -47,7 +48,6 @@ from .faithfulness import (
     model_randomization,
     randomization_cascade,
 )
-from .methods import METHODS, CAMMethod, get_method
 
 __all__ = [
     "COLUMNS",
@@ -125,7 +125,7 @@ def compare_methods(
         model: the classifier, in eval mode, on the device the batches are on.
         batches: ``(images, labels)`` or ``(images, labels, masks)`` batches; ``masks``
             ``(B, H, W)`` bool at the input size, all ``False`` for an image without one.
-        methods: method names (see :data:`gradcam_kit.methods.METHODS`).
+        methods: method names (see :data:`gradcam_kit.methods.base.METHODS`).
         target_layer: the layer every method explains.
         steps: deletion/insertion steps.
         chunk_size: perturbed images per forward pass.
@@ -135,9 +135,9 @@ def compare_methods(
         tolerance_px: pointing-game tolerance at 224 px (TorchRay's 15 px), scaled to the
             input size.
         progress: show a progress bar over the batches.
-        alignment: where map units are drawn (see :func:`gradcam_kit.engine.upsample`);
+        alignment: where map units are drawn (see :func:`gradcam_kit.core.engine.upsample`);
             the pointing game scores the peak at the layer's resolution
-            (:mod:`gradcam_kit.localization`).
+            (:mod:`gradcam_kit.metrics.localization`).
         total: the number of batches, for the progress bar's total and ETA.
 
     Returns:
@@ -150,8 +150,8 @@ def compare_methods(
     """
     from tqdm.auto import tqdm
 
-    from .engine import min_max_normalize, upsample
-    from .localization import pointing_game
+    from ..core.engine import min_max_normalize, upsample
+    from ..metrics.localization import pointing_game
 
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -301,7 +301,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _scorecam_estimate(model: nn.Module, layer: str, size: int, images: int, chunk_size: int) -> str:
     """How many masked forwards Score-CAM will run, and roughly how long, measured on one chunk."""
-    from .layers import resolve_layer
+    from ..core.layers import resolve_layer
 
     module = resolve_layer(model, layer)[1]
     device = next(model.parameters()).device
@@ -333,11 +333,11 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``compare``; returns the exit status."""
     from torch.utils.data import DataLoader, Subset
 
-    from .architecture import build_model, default_target_layer
-    from .data import ImageDataset
-    from .figures import _preprocessing
+    from ..data.datasets import ImageDataset
+    from ..data.preprocess import build_transform
+    from ..models.architecture import build_model, default_target_layer
+    from ..viz.figures import _preprocessing
     from .options import resolve_map_options
-    from .preprocess import build_transform
 
     for flag, value in (("--batch-size", args.batch_size), ("--steps", args.steps),
                         ("--chunk-size", args.chunk_size), ("--max-images", args.max_images)):

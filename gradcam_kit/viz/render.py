@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .engine import upsample
+from ..core.engine import upsample
 
 __all__ = [
     "colormap_lut",
@@ -90,7 +90,7 @@ def blend(images: Tensor, colored: Tensor, alpha: float = 0.5) -> Tensor:
 def images_to_tensor(image: object, device: torch.device | str = "cpu") -> Tensor:
     """A PIL image, array or tensor (grayscale or RGB/RGBA) -> ``(H, W, 3)`` uint8 RGB.
 
-    Pixel values follow :func:`gradcam_kit.preprocess.to_8bit`: 8-bit as is, 16-bit and
+    Pixel values follow :func:`gradcam_kit.data.preprocess.to_8bit`: 8-bit as is, 16-bit and
     32-bit stretched from their minimum to their maximum, float in ``[0, 1]`` scaled by 255.
 
     Raises:
@@ -99,7 +99,7 @@ def images_to_tensor(image: object, device: torch.device | str = "cpu") -> Tenso
     """
     from PIL import Image
 
-    from .preprocess import to_8bit
+    from ..data.preprocess import to_8bit
 
     if isinstance(image, Tensor):
         image = image.detach().cpu().numpy()

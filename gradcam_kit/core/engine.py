@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
+from ..methods import CAMMethod, get_method
 from .layers import resolve_layers
-from .methods import CAMMethod, get_method
 from .scores import (  # noqa: F401 - class_scores and explained_scores are used from here too
     _detach,
     _requires_grad,
@@ -65,7 +65,7 @@ def _eager_under_compile(function: Callable) -> Callable:
     """``torch.compiler.disable(function)``, without importing TorchDynamo until it runs.
 
     ``torch.compiler.disable`` imports ``torch._dynamo`` (about 1 s on two cores) when it
-    is applied; applied at class definition, every ``import gradcam_kit.engine`` paid it.
+    is applied; applied at class definition, every ``import gradcam_kit.core.engine`` paid it.
     Nothing can be compiling before TorchDynamo is imported, so until then the function is
     called directly; once it is imported, through the disabled wrapper (made once). The
     ``_torchdynamo_disable`` mark makes Dynamo skip this wrapper instead of inlining it.
@@ -244,7 +244,7 @@ class CAMEngine:
             ``requires_grad`` change, no ``.grad`` written.
         target_layers: a layer name (``"layer4.2.conv3"`` or ``"layer4[-1].conv3"``), a
             submodule of ``model``, or a sequence of them.
-        method: a method name from :data:`gradcam_kit.methods.METHODS` or a
+        method: a method name from :data:`gradcam_kit.methods.base.METHODS` or a
             :class:`~gradcam_kit.methods.CAMMethod`.
         reshape: optional function turning an activation into ``(B, C, h, w)``, e.g. for
             Vision Transformer tokens.

@@ -1,7 +1,7 @@
 """Explaining any torchvision classification CNN (and ViT) at layers named by string.
 
 :func:`explain` is the one-call form; :class:`GradCAMExplainer` keeps hooks registered for
-repeated calls. Both run on :class:`~gradcam_kit.engine.CAMEngine`, so they share its
+repeated calls. Both run on :class:`~gradcam_kit.core.engine.CAMEngine`, so they share its
 guarantees: one forward pass per call, the graph cut at the target layer, frozen models and
 ``torch.no_grad()`` work, train/eval flags and parameters' ``.grad`` are never touched.
 
@@ -46,9 +46,9 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from torchvision import models as tv
 
-from .engine import CAMEngine, CAMOutput, ScoreFn
-from .layers import resolve_layers
-from .methods import CAMMethod, ClassActivationMap, get_method
+from ..core.engine import CAMEngine, CAMOutput, ScoreFn
+from ..core.layers import resolve_layers
+from ..methods import CAMMethod, ClassActivationMap, get_method
 
 __all__ = ["GradCAMExplainer", "classifier_head", "default_alignment", "default_target_layer", "explain"]
 
@@ -103,7 +103,7 @@ _CENTRED_FAMILIES = (
 def default_alignment(model: nn.Module) -> str:
     """``"receptive-field"`` for the families where it is exact, else ``"pixel"``.
 
-    See :func:`gradcam_kit.engine.upsample`; AlexNet, SqueezeNet, GoogLeNet, Inception and
+    See :func:`gradcam_kit.core.engine.upsample`; AlexNet, SqueezeNet, GoogLeNet, Inception and
     unknown models keep the usual bilinear resize.
     """
     return "receptive-field" if isinstance(model, _CENTRED_FAMILIES) else "pixel"
@@ -315,7 +315,7 @@ def explain(
             ``None``: :func:`default_alignment` of the model's family.
 
     Returns:
-        A :class:`~gradcam_kit.engine.CAMOutput`: ``logits``, ``heatmaps`` ``{layer: (B, H, W)}``
+        A :class:`~gradcam_kit.core.engine.CAMOutput`: ``logits``, ``heatmaps`` ``{layer: (B, H, W)}``
         and the explained ``class_idx``.
 
     Raises:

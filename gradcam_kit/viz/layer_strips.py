@@ -14,8 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .engine import min_max_normalize, upsample
-from .localization import peak_points
+from ..core.engine import min_max_normalize, upsample
+from ..metrics.localization import peak_points
 
 __all__ = ["write_overlays"]
 
@@ -35,7 +35,7 @@ def write_overlays(
     Returns the paths written."""
     from PIL import Image
 
-    from .preprocess import denormalize
+    from ..data.preprocess import denormalize
     from .render import overlay, to_numpy_images
 
     out_dir = Path(out_dir)

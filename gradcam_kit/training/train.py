@@ -40,7 +40,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
-from .data import ImageDataset, Sample, load_split, split_samples, verify_images
+from ..data.datasets import ImageDataset, Sample, load_split, split_samples, verify_images
+from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform
+from ..metrics.classification import classification_metrics, format_metrics, json_safe
 from .distributed import (
     DistributedContext,
     ShardSampler,
@@ -50,11 +52,9 @@ from .distributed import (
     gather_predictions,
     init_distributed,
 )
-from .metrics import classification_metrics, format_metrics, json_safe
-from .preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform
 
 if TYPE_CHECKING:
-    from .outputs import OutputFolder
+    from ..cli.outputs import OutputFolder
 
 __all__ = ["DEFAULTS", "SEEN_ENV", "add_arguments", "load_config", "resolve_config", "run"]
 
@@ -176,7 +176,7 @@ def resolve_config(args: argparse.Namespace) -> argparse.Namespace:
 
 
 def _stored_config(path: str | os.PathLike) -> dict[str, object]:
-    from .checkpoint import load_checkpoint
+    from ..models.checkpoint import load_checkpoint
 
     stored = load_checkpoint(path).get("train_config")
     if not isinstance(stored, dict):
@@ -274,9 +274,8 @@ def _weights_choice(weights: object) -> str | None:
 
 def build_model(cfg: argparse.Namespace, num_classes: int) -> nn.Module:
     """``ResNet50FineTuned`` started from ``--weights`` (a checkpoint path may hold another head)."""
-    from resnet50 import ResNet50FineTuned
-
-    from .checkpoint import extract_state_dict, load_checkpoint, load_into
+    from ..models.checkpoint import extract_state_dict, load_checkpoint, load_into
+    from ..models.resnet50 import ResNet50FineTuned
 
     weights = _weights_choice(cfg.weights)
     looks_like_path = weights is not None and (
@@ -455,7 +454,7 @@ def _seed_epoch(seed: int, epoch: int, rank: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Trains; returns 0. Raises ``ValueError``/``FileNotFoundError``/``RuntimeError`` on bad input."""
-    from .outputs import OutputFolder
+    from ..cli.outputs import OutputFolder
 
     cfg = resolve_config(args)
     # Checked before any work; cleared (with --overwrite) only once the data is known good.
@@ -488,7 +487,7 @@ def _train(
 ) -> int:
     from tqdm.auto import tqdm
 
-    from .checkpoint import load_checkpoint, save_checkpoint
+    from ..models.checkpoint import load_checkpoint, save_checkpoint
 
     main = context.is_main
     device = context.device
@@ -551,7 +550,7 @@ def _train(
                 f"{cfg.resume} was trained for classes {state.get('class_names')} "
                 f"(num_classes={state.get('num_classes')}), this data has {class_names}"
             )
-        from .checkpoint import extract_state_dict, load_into
+        from ..models.checkpoint import extract_state_dict, load_into
 
         load_into(model, extract_state_dict(state, source=cfg.resume), source=cfg.resume)
         optimizer.load_state_dict(state["optimizer"])

@@ -23,7 +23,7 @@ perfect map at that layer, input size and alignment scores on the same masks, i.
 (:func:`center_baseline`: always point at the image centre).
 
 Unit positions depend on the ``alignment`` the maps are drawn with (see
-:func:`gradcam_kit.engine.upsample`): ``"receptive-field"`` puts unit ``i`` of an
+:func:`gradcam_kit.core.engine.upsample`): ``"receptive-field"`` puts unit ``i`` of an
 ``h``-unit map on pixel ``i * H / h`` (the centre of its receptive field in torchvision's
 ResNets); ``"pixel"`` on ``(i + 0.5) * H / h - 0.5`` (the usual half-pixel resize).
 """
@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .engine import ALIGNMENTS, upsample
+from ..core.engine import ALIGNMENTS, upsample
 
 __all__ = [
     "POINTING_MODES",
@@ -75,7 +75,7 @@ def _check_alignment(alignment: str) -> None:
 def unit_positions(units: int, pixels: int, alignment: str = "receptive-field", *, device=None) -> Tensor:
     """Pixel coordinate (float) at which each of ``units`` map units is drawn on ``pixels``.
 
-    The same geometry as :func:`gradcam_kit.engine.upsample`, so the pointing game scores
+    The same geometry as :func:`gradcam_kit.core.engine.upsample`, so the pointing game scores
     the picture the user sees.
     """
     _check_alignment(alignment)
@@ -170,7 +170,7 @@ def pointing_game(
 
     Returns:
         ``(B,)`` bool hits. Images with an empty mask count as misses; leave them out of
-        the score (see :func:`gradcam_kit.evaluate.evaluate_pointing`).
+        the score (see :func:`gradcam_kit.cli.evaluate.evaluate_pointing`).
     """
     if heatmaps.ndim != 3:
         raise ValueError(f"heatmaps must be (B, H, W), got {tuple(heatmaps.shape)}")

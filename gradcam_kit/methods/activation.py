@@ -26,11 +26,42 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
-from .methods import CAMMethod
+from .base import CAMMethod
 
-__all__ = ["ScoreCAM", "TopKScoreCAM", "score_cam"]
+__all__ = ["ClassActivationMap", "ScoreCAM", "TopKScoreCAM", "score_cam"]
 
 ScoreFn = Callable[[Tensor], Tensor]
+
+
+class ClassActivationMap(CAMMethod):
+    """CAM (Zhou et al., CVPR 2016, arXiv:1512.04150): the classifier's weights, no gradient.
+
+    Valid for a global-average-pool + linear head, explained at the layer that feeds the
+    pool (``layer4`` for a ResNet). ``head`` is that linear layer.
+    """
+
+    name = "cam"
+    needs_gradient = False
+
+    def __init__(self, head: nn.Linear) -> None:
+        if not isinstance(head, nn.Linear):
+            raise TypeError(
+                f"CAM needs the model's final nn.Linear (e.g. model.fc), got {type(head).__name__}"
+            )
+        self.head = head
+
+    def __call__(self, activation: Tensor, gradient: Tensor | None, class_idx: Tensor) -> Tensor:
+        if activation.shape[1] != self.head.in_features:
+            raise ValueError(
+                f"CAM needs the layer that feeds the pooled linear head: it has "
+                f"{activation.shape[1]} channels, the head expects {self.head.in_features} "
+                "(for a ResNet use target layer 'layer4')"
+            )
+        weights = self.head.weight.detach()[class_idx].to(activation.dtype)
+        return torch.einsum("bc,bchw->bhw", weights, activation)
+
+    def __repr__(self) -> str:
+        return f"ClassActivationMap(head={self.head})"
 
 
 @contextmanager
@@ -106,12 +137,12 @@ class ScoreCAM(CAMMethod):
             raise RuntimeError(
                 "Score-CAM re-runs the model on masked inputs: use it through the engine, "
                 "e.g. CAMEngine(model, layer, method='scorecam').explain(x) or "
-                "gradcam_kit.models.explain(model, x, method='scorecam')"
+                "gradcam_kit.explainers.cnn.explain(model, x, method='scorecam')"
             )
         # Imported here: the engine imports the methods, which import this module.
         from tqdm.auto import tqdm
 
-        from .engine import min_max_normalize, upsample
+        from ..core.engine import min_max_normalize, upsample
 
         x = self._input.detach()
         batch, channels = activation.shape[:2]
@@ -137,7 +168,7 @@ class ScoreCAM(CAMMethod):
         return torch.softmax(scores.view(batch, channels), dim=1)
 
     def _scores(self, logits: Tensor, class_idx: Tensor) -> Tensor:
-        from .engine import explained_scores
+        from ..core.engine import explained_scores
 
         # The model's output may be a dict or a tuple when a score_fn picks the score.
         return explained_scores(logits, class_idx, self._score_fn, batch=class_idx.shape[0]).float()
@@ -169,7 +200,7 @@ def score_cam(
         model: the network; its train/eval flags are restored after the masked forwards.
         x: ``(B, C, H, W)`` input batch.
         target_layers: a layer name or module, or a sequence of them.
-        class_idx: as for :meth:`gradcam_kit.engine.CAMEngine.explain`.
+        class_idx: as for :meth:`gradcam_kit.core.engine.CAMEngine.explain`.
         batch_size: masked images per forward pass.
         align_corners: mask upsampling (see :class:`ScoreCAM`).
         output_size: ``"input"``, ``(h, w)`` or ``None`` for the layer's resolution.
@@ -180,9 +211,9 @@ def score_cam(
         rank_by: ``"gradcam"`` or ``"activation"``, with ``top_k``.
 
     Returns:
-        A :class:`~gradcam_kit.engine.CAMOutput`.
+        A :class:`~gradcam_kit.core.engine.CAMOutput`.
     """
-    from .engine import CAMEngine
+    from ..core.engine import CAMEngine
 
     if top_k is None:
         method = ScoreCAM(batch_size, align_corners=align_corners, progress=progress)

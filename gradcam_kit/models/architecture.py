@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .layers import canonical_layer_name
+from ..core.layers import canonical_layer_name
 
 __all__ = [
     "RESNET_BUILDERS",
@@ -324,7 +324,7 @@ def build_model(
     Raises:
         ValueError: an unknown model or weights name.
     """
-    from resnet50 import ResNet50FineTuned
+    from .resnet50 import ResNet50FineTuned
 
     if checkpoint is not None:
         kwargs = {} if freeze_features is None else {"freeze_features": freeze_features}
@@ -372,7 +372,7 @@ def build_model(
 # -- command line ------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m gradcam_kit arch``."""
-    from .options import weights_name
+    from ..cli.options import weights_name
 
     parser.add_argument("--checkpoint", type=Path, help="checkpoint of ResNet50FineTuned to analyse")
     parser.add_argument("--model", default="resnet50", choices=["finetuned", *RESNET_BUILDERS],
@@ -404,7 +404,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"--input-size takes H or H W, got {args.input_size}")
     size = args.input_size[0] if len(args.input_size) == 1 else tuple(args.input_size)
     try:
-        from .outputs import OutputFolder
+        from ..cli.outputs import OutputFolder
 
         outputs = None
         if args.visualize or args.json:  # arch writes nothing otherwise

@@ -5,14 +5,14 @@
     python -m gradcam_kit explain data/val --checkpoint runs/best.pt --output explained/
 
 The input is one image, a folder (searched recursively), an ImageFolder split or a CSV of
-``path,label`` rows (:func:`gradcam_kit.inputs.collect_inputs`). The tensor path:
+``path,label`` rows (:func:`gradcam_kit.data.inputs.collect_inputs`). The tensor path:
 
 1. DataLoader workers decode and resize each image to uint8 (:class:`ExplainDataset`);
 2. each batch crosses to the device once (``non_blocking`` from pinned memory on CUDA)
    and is normalised there;
 3. one forward pass under ``torch.no_grad()`` gives logits and heatmaps
    (``model(x, return_gradcam=True)``), probabilities are taken on the device;
-4. colouring and blending run batched on the device (:func:`gradcam_kit.render.overlay`,
+4. colouring and blending run batched on the device (:func:`gradcam_kit.viz.render.overlay`,
    a LUT lookup), and the ``original | heatmap | overlay`` canvases are assembled there;
 5. only the uint8 canvases and a small table of numbers come back to the host, once per
    batch. Host threads then draw the title text (PIL ``ImageDraw``) and encode the PNGs
@@ -40,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .layouts import LAYOUTS
+from ..data.layouts import LAYOUTS
 
 # torch, numpy and the modules built on them are imported where they are used, so that
 # `gradcam-kit explain --help` does not import torch (about 2 s of a 2-core start-up).
@@ -51,7 +51,7 @@ if TYPE_CHECKING:
     import torch
     from torch import Tensor
 
-    from .inputs import InputItem, Inputs
+    from ..data.inputs import InputItem, Inputs
 
 __all__ = ["Geometry", "add_arguments", "compose_canvases", "run", "write_contact_sheet"]
 
@@ -62,19 +62,19 @@ STAGES = ("wait for data", "to device", "model", "colouring", "to host", "rows, 
 
 
 def _font(size: int):
-    from .render import title_font
+    from ..viz.render import title_font
 
     return title_font(size)
 
 
 def _fit(text: str, font, width: int) -> str:
-    from .render import fit_text
+    from ..viz.render import fit_text
 
     return fit_text(text, font, width)
 
 
 def _method_title(method: str) -> str:
-    from .methods import method_title
+    from ..methods import method_title
 
     return method_title(method)
 
@@ -136,8 +136,8 @@ class ModelInfo:
 
 
 def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
-    from .checkpoint import extract_state_dict, load_checkpoint
-    from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from ..models.checkpoint import extract_state_dict, load_checkpoint
 
     if (args.checkpoint is None) == (args.weights is None):
         raise ValueError(
@@ -189,7 +189,7 @@ def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
 
 def _match_labels(inputs: Inputs, info: ModelInfo, source: Path) -> list[InputItem]:
     """Maps the data's labels onto the model's classes, or says clearly why they differ."""
-    from .inputs import InputItem
+    from ..data.inputs import InputItem
 
     items = inputs.items
     num_classes = len(info.class_names)
@@ -277,8 +277,8 @@ def _check_options(args: argparse.Namespace) -> None:
         raise ValueError(f"--display-size must be at least 16 pixels, got {args.display_size}")
     if args.grid < 0 or args.page_size < 1 or (args.writers is not None and args.writers < 1):
         raise ValueError("--grid must be >= 0, --page-size and --writers >= 1")
-    from .methods import get_method
-    from .render import parse_colormap
+    from ..methods import get_method
+    from ..viz.render import parse_colormap
 
     parse_colormap(args.colormap if not args.colormap.isdigit() else int(args.colormap))
     if args.method:
@@ -331,7 +331,7 @@ def compose_canvases(
     """
     import torch
 
-    from .render import overlay
+    from ..viz.render import overlay
 
     colored, overlaid = overlay(images, heatmaps, alpha, colormap)
     batch = images.shape[0]
@@ -374,7 +374,7 @@ def _write_canvas(canvas: np.ndarray, path: Path, titles: Sequence[tuple[str, tu
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from .png import write_png
+    from ..viz.png import write_png
 
     start = time.perf_counter()
     image = Image.fromarray(canvas)
@@ -385,7 +385,7 @@ def _write_canvas(canvas: np.ndarray, path: Path, titles: Sequence[tuple[str, tu
         draw.text(
             (geometry.panel_left(panel) + 3, top), _fit(text, font, geometry.width - 6), fill=colour, font=font
         )
-    # Not image.save(): Pillow's adaptive row filters cost ~3x the encoding (gradcam_kit.png).
+    # Not image.save(): Pillow's adaptive row filters cost ~3x the encoding (gradcam_kit.viz.png).
     write_png(path, np.asarray(image), compression)
     return time.perf_counter() - start
 
@@ -418,7 +418,7 @@ def _explain_shard(
     from torch.utils.data import DataLoader
     from tqdm import tqdm
 
-    from .inputs import ExplainDataset, collate_explain, normalize_batch
+    from ..data.inputs import ExplainDataset, collate_explain, normalize_batch
 
     display = _display_size(args, info)
     geometry = Geometry.for_size(display)
@@ -642,8 +642,8 @@ def run(args: argparse.Namespace) -> int:
     """
     import torch.distributed as dist
 
-    from .distributed import barrier, cleanup, init_distributed
-    from .inputs import collect_inputs
+    from ..data.inputs import collect_inputs
+    from ..training.distributed import barrier, cleanup, init_distributed
 
     started = time.perf_counter()
     _check_options(args)
@@ -701,7 +701,7 @@ def run(args: argparse.Namespace) -> int:
 def _build_model(args: argparse.Namespace, info: ModelInfo, device: torch.device) -> torch.nn.Module:
     import torch
 
-    from resnet50 import ResNet50FineTuned
+    from ..models.resnet50 import ResNet50FineTuned
 
     if args.checkpoint is not None:
         model = ResNet50FineTuned.from_checkpoint(args.checkpoint, enable_gradcam=True)
@@ -727,7 +727,7 @@ def _finish(
     device: torch.device,
     world: int,
 ) -> None:
-    from .report import write_report
+    from ..viz.report import write_report
 
     rows.sort(key=lambda r: r["index"])
     skipped = list(inputs.skipped) + sorted(failed)

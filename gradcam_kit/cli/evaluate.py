@@ -4,7 +4,7 @@ The evaluate command explains each image's ground-truth class at every candidate
 (``layer1`` to ``layer4`` and the default ``layer4.2.conv3``) in one forward pass of
 ``ResNet50FineTuned`` (``model(x, return_gradcam=True, gradcam_layers=[...])``) per CAM
 method (``--method gradcam layercam``), and scores the images that have a non-empty mask
-with the pointing game of :mod:`gradcam_kit.localization`: the peak of each map, found at
+with the pointing game of :mod:`gradcam_kit.metrics.localization`: the peak of each map, found at
 the layer's own resolution and placed at its receptive field's centre, must lie within
 ``--tolerance`` px (15 at 224x224, scaled to the input size) of the lesion. Beside every
 figure stand its **ceiling** (what a perfect map on that layer's grid scores on the same
@@ -25,9 +25,9 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .engine import CAMEngine
-from .layer_strips import write_overlays
-from .localization import (
+from ..core.engine import CAMEngine
+from ..metrics.classification import classification_metrics, format_metrics, json_safe
+from ..metrics.localization import (
     POINTING_MODES,
     REFERENCE_SIZE,
     center_baseline,
@@ -36,7 +36,7 @@ from .localization import (
     pointing_game,
     scaled_tolerance,
 )
-from .metrics import classification_metrics, format_metrics, json_safe
+from ..viz.layer_strips import write_overlays
 
 __all__ = [
     "DEFAULT_LAYERS",
@@ -162,9 +162,9 @@ def evaluate_pointing(
             :func:`write_overlays`.
         progress: tqdm progress bar.
         alignment: where each map unit is drawn: ``"receptive-field"`` or ``"pixel"``
-            (see :func:`gradcam_kit.engine.upsample`).
+            (see :func:`gradcam_kit.core.engine.upsample`).
         mode: how the peak is found: ``"unit"`` or ``"torchray"`` (see
-            :mod:`gradcam_kit.localization`).
+            :mod:`gradcam_kit.metrics.localization`).
         names: file names of the dataset's samples, for the overlays' titles (with ``index``
             in the batches).
         desc: label of the progress bar.
@@ -398,8 +398,8 @@ def _split_dir(data: Path, split: str | None) -> str | None:
 
 
 def _evaluate_split(model, args, data: Path, split: str | None, metadata: dict, size, mean, std, device, overlays: int) -> dict:
-    from .data import ImageDataset
-    from .preprocess import build_transform
+    from ..data.datasets import ImageDataset
+    from ..data.preprocess import build_transform
 
     dataset = ImageDataset.from_source(
         data, split, class_names=metadata.get("class_names"),
@@ -421,10 +421,9 @@ def run(args: argparse.Namespace) -> int:
         FileExistsError: an earlier evaluate's ``evaluation.json`` or ``overlays/`` is where
             this one would write, and ``--overwrite`` was not given.
     """
-    from resnet50 import ResNet50FineTuned
-
-    from .checkpoint import CHECKPOINT_FORMAT, load_checkpoint, update_checkpoint
-    from .preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from ..models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, update_checkpoint
+    from ..models.resnet50 import ResNet50FineTuned
 
     checkpoint = Path(args.checkpoint)
     outputs = _output_folders(args, checkpoint)  # before any work: refuse now, not after it

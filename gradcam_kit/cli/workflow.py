@@ -80,7 +80,7 @@ def _prepare(out: Path, overwrite: bool) -> None:
 
 
 def _step(title: str, argv: list[str]) -> None:
-    from .cli import main
+    from .commands import main
 
     print(f"\n== {title}: gradcam-kit {' '.join(argv)}", flush=True)
     code = main(argv)
@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(out: Path, checkpoint: Path, report: Path, seconds: float) -> None:
-    from .checkpoint import load_checkpoint
+    from ..models.checkpoint import load_checkpoint
 
     evaluation = json.loads((checkpoint.parent / "evaluation.json").read_text())
     recommended = load_checkpoint(checkpoint).get("recommended") or {}

@@ -34,10 +34,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from .engine import CAMEngine, CAMOutput, min_max_normalize, upsample
-from .layers import resolve_layers
-from .methods import CAMMethod
-from .render import blend, colorize, images_to_tensor, overlay, to_numpy_images
+from ..core.engine import CAMEngine, CAMOutput, min_max_normalize, upsample
+from ..core.layers import resolve_layers
+from ..methods.base import CAMMethod
+from ..viz.render import blend, colorize, images_to_tensor, overlay, to_numpy_images
 
 __all__ = [
     "AttentionRecorder",
@@ -163,7 +163,7 @@ def vit_gradcam(
     Args:
         model: a torchvision ``VisionTransformer``.
         x: ``(B, 3, H, W)`` with ``H`` and ``W`` multiples of the patch size.
-        class_idx: as for :meth:`~gradcam_kit.engine.CAMEngine.explain`.
+        class_idx: as for :meth:`~gradcam_kit.core.engine.CAMEngine.explain`.
         layer: the token layer to explain; default :func:`default_vit_layer`.
         method: any method name or instance (``"gradcam"``, ``"layercam"``, ...).
         output_size: ``"input"``, ``(h, w)`` or ``None`` for the patch grid.
@@ -171,7 +171,7 @@ def vit_gradcam(
         score_fn: ``logits -> (B,)`` scores to explain instead of a class.
 
     Returns:
-        A :class:`~gradcam_kit.engine.CAMOutput` with one map, keyed by the layer name.
+        A :class:`~gradcam_kit.core.engine.CAMOutput` with one map, keyed by the layer name.
     """
     grid = patch_grid_size(model, x)
     target = default_vit_layer(model) if layer is None else layer
@@ -320,7 +320,7 @@ def cls_attention_map(
     """The CLS token's attention to each patch in one block (default the last), head-averaged.
 
     Returns:
-        A :class:`~gradcam_kit.engine.CAMOutput` (``class_idx`` is ``None``: attention is not
+        A :class:`~gradcam_kit.core.engine.CAMOutput` (``class_idx`` is ``None``: attention is not
         class-specific) with one map keyed by the attention module's name.
     """
     grid = patch_grid_size(model, x)
@@ -343,7 +343,7 @@ def attention_rollout(
     """Attention rollout (Abnar & Zuidema, 2020): CLS row of :func:`rollout_matrix` over patches.
 
     Returns:
-        A :class:`~gradcam_kit.engine.CAMOutput` with one map keyed ``"rollout"``.
+        A :class:`~gradcam_kit.core.engine.CAMOutput` with one map keyed ``"rollout"``.
     """
     if head_fusion not in HEAD_FUSIONS:
         raise ValueError(f"head_fusion must be one of {HEAD_FUSIONS}, got {head_fusion!r}")
@@ -451,7 +451,7 @@ def write_vit_figures(
     Returns:
         ``{figure_name: path}``.
     """
-    from .preprocess import denormalize
+    from ..data.preprocess import denormalize
 
     first = x[:1]
     canvas = denormalize(first) if image is None else _as_pixels(image, x.device)[None]

@@ -4,7 +4,7 @@
 ImageFolder split (``root/<class>/<image>``) or any folder, searched recursively.
 Files that are not images are kept as *skipped* entries with the reason, so a run never
 aborts on them and the report can list them. Files named ``*_mask.<ext>`` are ground-truth
-masks that sit beside their images (:mod:`gradcam_kit.data`) and are not inputs.
+masks that sit beside their images (:mod:`gradcam_kit.data.datasets`) and are not inputs.
 
 :class:`ExplainDataset` decodes in DataLoader workers and returns the image resized to
 the model's input size as **uint8** ``(3, H, W)``: normalisation happens once per batch on
@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .data import IMAGE_EXTENSIONS, is_mask_file
+from .datasets import IMAGE_EXTENSIONS, is_mask_file
 from .layouts import LAYOUTS
 from .preprocess import open_image
 
@@ -212,11 +212,11 @@ def _read_csv(path: Path) -> Inputs:
 
 
 class ExplainDataset(Dataset):
-    """Decodes images in DataLoader workers for :mod:`gradcam_kit.explain`.
+    """Decodes images in DataLoader workers for :mod:`gradcam_kit.cli.explain`.
 
     Each sample is a dict with ``image``: uint8 ``(3, size, size)`` RGB (the model input
     before normalisation, resized without cropping, exactly as
-    :func:`gradcam_kit.preprocess.build_transform` resizes), ``display``: uint8
+    :func:`gradcam_kit.data.preprocess.build_transform` resizes), ``display``: uint8
     ``(3, display_size, display_size)`` when ``display_size`` differs (else absent),
     ``label`` (``-1`` when unknown), ``index``, ``decode_s`` and ``error`` (``None``, or why
     the file could not be decoded; the image tensors are then absent).
@@ -286,7 +286,7 @@ def collate_explain(samples: list[dict]) -> dict:
 def normalize_batch(images: Tensor, mean: Sequence[float], std: Sequence[float]) -> Tensor:
     """uint8 ``(B, 3, H, W)`` -> the float model input, on the images' device.
 
-    The same maths as :func:`gradcam_kit.preprocess.build_transform` (``ToDtype(scale=True)``
+    The same maths as :func:`gradcam_kit.data.preprocess.build_transform` (``ToDtype(scale=True)``
     then ``Normalize``), done once per batch instead of once per image in the workers.
     """
     from torchvision.transforms import v2

@@ -36,8 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .engine import CAMEngine, resolve_class_idx, upsample
-from .methods import CAMMethod
+from ..core.engine import CAMEngine, resolve_class_idx, upsample
+from ..methods.base import CAMMethod
 
 __all__ = [
     "Explainer",

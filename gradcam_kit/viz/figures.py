@@ -11,7 +11,7 @@ Titles give the predicted class with its probability and, when the data says it,
 class. Every map comes from the integrated model (:class:`resnet50.ResNet50FineTuned`):
 Grad-CAM and Grad-CAM++ through ``forward(..., gradcam_method=...)`` and the four layer-wise
 maps from **one** forward pass with ``gradcam_layers=["layer1", ..., "layer4"]``, for a whole
-batch of images at once. Colours come from :mod:`gradcam_kit.render` (RGB lookup tables,
+batch of images at once. Colours come from :mod:`gradcam_kit.viz.render` (RGB lookup tables,
 hot = red); matplotlib only lays out the finished uint8 images.
 
 Command: ``python -m gradcam_kit figures --image x.png`` or ``--folder DIR --num-images N``.
@@ -30,9 +30,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from .engine import resolve_class_idx
-from .faithfulness import class_probability
-from .methods import method_title
+from ..core.engine import resolve_class_idx
+from ..methods import method_title
+from ..metrics.faithfulness import class_probability
 from .render import colormap_lut, images_to_tensor, overlay, to_numpy_images
 
 __all__ = [
@@ -98,7 +98,7 @@ def attention_maps(
         methods: methods for the first row (one to three).
         layers: layers for the second row.
         target_layer: the layer of the first row (default: the model's own).
-        alignment: where map units are drawn (see :func:`gradcam_kit.engine.upsample`).
+        alignment: where map units are drawn (see :func:`gradcam_kit.core.engine.upsample`).
 
     Raises:
         TypeError: the model has no integrated Grad-CAM.
@@ -179,7 +179,7 @@ def attention_grid_figure(
         image: uint8 ``(H, W, 3)`` RGB original.
         colored: uint8 ``(H, W, 3)`` coloured heatmaps keyed by one to three method names
             (``"gradcam"``, ...) and ``"layer1"`` .. ``"layer4"`` (from
-            :func:`gradcam_kit.render.overlay`); the layer row uses the first method.
+            :func:`gradcam_kit.viz.render.overlay`); the layer row uses the first method.
         title: the figure's title (prediction and truth).
         title_color: its colour (green: correct prediction, red: wrong).
         target_layer: named in the row-1 panel titles.
@@ -343,7 +343,7 @@ def save_figures(
 # -- command line ------------------------------------------------------------------------
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m gradcam_kit figures``."""
-    from .options import add_map_arguments, weights_name
+    from ..cli.options import add_map_arguments, weights_name
 
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="one image file")
@@ -396,11 +396,11 @@ def _preprocessing(args: argparse.Namespace) -> tuple[int, dict[str, list[float]
     """Input size and normalisation: the flags, else the checkpoint's metadata, else ImageNet's.
 
     Returns ``(size, {"mean": ..., "std": ...})`` (the dict empty for the defaults), ready
-    for :func:`gradcam_kit.preprocess.build_transform`.
+    for :func:`gradcam_kit.data.preprocess.build_transform`.
     """
     stored: dict = {}
     if args.checkpoint is not None:
-        from .checkpoint import load_checkpoint
+        from ..models.checkpoint import load_checkpoint
 
         stored = load_checkpoint(args.checkpoint)
     if args.size is not None:
@@ -429,10 +429,10 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``figures``; returns the exit status."""
     from tqdm import tqdm
 
-    from .architecture import build_model
-    from .inputs import collect_inputs
-    from .options import resolve_map_options
-    from .preprocess import build_transform, load_image
+    from ..cli.options import resolve_map_options
+    from ..data.inputs import collect_inputs
+    from ..data.preprocess import build_transform, load_image
+    from ..models.architecture import build_model
 
     if args.image is not None and any(v is not None for v in (args.num_images, args.random, args.index)):
         raise SystemExit("figures: --num-images, --random and --index select from --folder, not --image")
@@ -440,7 +440,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"figures: --batch-size must be at least 1, got {args.batch_size}")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     try:
-        from .outputs import OutputFolder
+        from ..cli.outputs import OutputFolder
         from .render import parse_colormap
 
         parse_colormap(args.colormap)

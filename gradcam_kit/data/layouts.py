@@ -1,6 +1,6 @@
-"""How an input to explain is read: the names :func:`gradcam_kit.inputs.collect_inputs` accepts.
+"""How an input to explain is read: the names :func:`gradcam_kit.data.inputs.collect_inputs` accepts.
 
-Kept apart from :mod:`gradcam_kit.inputs` (which imports torch) so that building the
+Kept apart from :mod:`gradcam_kit.data.inputs` (which imports torch) so that building the
 command line, e.g. ``gradcam-kit explain --help``, imports no torch.
 """
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:  # torch stays out of `--help`
     from torch import nn
 
-#: The choices of ``--alignment``, default first (the same as :data:`gradcam_kit.engine.ALIGNMENTS`).
+#: The choices of ``--alignment``, default first (the same as :data:`gradcam_kit.core.engine.ALIGNMENTS`).
 ALIGNMENT_CHOICES = ("receptive-field", "pixel")
 
 __all__ = ["add_map_arguments", "resolve_map_options", "warn_if_size_differs", "weights_name"]
@@ -53,8 +53,8 @@ def resolve_map_options(args: argparse.Namespace, model: nn.Module) -> dict[str,
     Raises:
         ValueError: an unknown layer (with suggestions) or method.
     """
-    from .layers import resolve_layer
-    from .methods import get_method
+    from ..core.layers import resolve_layer
+    from ..methods import get_method
 
     choice = dict(getattr(model, "gradcam_choice", None) or {
         "layer": getattr(model, "gradcam_target_layer", "layer4.2.conv3"),

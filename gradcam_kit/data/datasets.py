@@ -16,7 +16,7 @@ Files whose stem ends in ``_mask`` are never read as images. A CSV names masks i
 ``mask`` column instead.
 
 Images are read as they are (grayscale X-rays stay grayscale) and the transform from
-:func:`gradcam_kit.preprocess.build_transform` resizes, turns grayscale into three
+:func:`gradcam_kit.data.preprocess.build_transform` resizes, turns grayscale into three
 channels and normalises. Every problem that would stop training (missing folder or CSV,
 empty class, a single class, an unreadable image) raises ``ValueError`` or
 ``FileNotFoundError`` *before* any training starts.
@@ -287,7 +287,7 @@ class ImageDataset(Dataset):
     Attributes:
         samples: the :class:`Sample` list.
         classes: class names in index order.
-        transform: e.g. :func:`gradcam_kit.preprocess.build_transform`; gets the PIL image.
+        transform: e.g. :func:`gradcam_kit.data.preprocess.build_transform`; gets the PIL image.
         mask_size: ``(H, W)`` to return masks at (the model input size); ``None``: no masks.
         return_index: append the sample index (used to check distributed sharding).
     """

@@ -1,0 +1,1 @@
+"""Fine-tuning: the training loop, its steps, and distributed helpers."""

@@ -1,0 +1,1 @@
+"""Colouring heatmaps, overlays, figures, layer strips and the HTML report."""
