@@ -26,6 +26,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from .config import add_config_argument, apply_config, config_path
 from .outputs import NothingDone, record_pending
 
 __all__ = ["COMMANDS", "DEBUG_ENV", "EXIT_STATUSES", "NothingDone", "entry", "main"]
@@ -79,12 +80,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.set_defaults(_module=module_name)
         if argv and argv[0] == name:
             importlib.import_module(module_name).add_arguments(command)
+            add_config_argument(command)
+            path = config_path(argv[1:])
+            if path is not None and not _reads_own_config(module_name):
+                apply_config(command, path)
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
     try:
         return int(module.run(args) or 0)
     finally:
         record_pending()  # what a command wrote is recorded even when it fails midway
+
+
+def _reads_own_config(module_name: str) -> bool:
+    # train merges --config with the configuration stored in a --resume checkpoint itself
+    return hasattr(importlib.import_module(module_name), "load_config")
 
 
 def _one_line(err: BaseException) -> str:
