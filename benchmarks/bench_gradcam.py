@@ -21,9 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a checkout without installing
     sys.path.insert(0, str(ROOT))
 
-from benchmarks.harness import CONTENDERS, Contender, compile_stages, main, run_benchmark  # noqa: E402
+from benchmarks.harness import CONTENDERS, Contender, main, run_benchmark  # noqa: E402
 
-__all__ = ["CONTENDERS", "Contender", "compile_stages", "main", "run_benchmark"]
+__all__ = ["CONTENDERS", "Contender", "main", "run_benchmark"]
 
 if __name__ == "__main__":
     sys.exit(main())

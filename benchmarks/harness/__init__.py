@@ -28,10 +28,9 @@ table. See docs/PERFORMANCE.md for the method and the figures.
 from __future__ import annotations
 
 from .cli import build_parser, main
-from .contenders import BY_NAME, CONTENDERS, Contender, compile_stages
+from .contenders import BY_NAME, CONTENDERS, Contender
 from .runner import Result, run_benchmark
 
 __all__ = [
-    "BY_NAME", "CONTENDERS", "Contender", "Result", "build_parser", "compile_stages", "main",
-    "run_benchmark",
+    "BY_NAME", "CONTENDERS", "Contender", "Result", "build_parser", "main", "run_benchmark",
 ]

@@ -99,6 +99,8 @@ def _compiled_ours(setup: Setup) -> Run:
 def _compiled_stages_ours(setup: Setup) -> Run:
     import torch
 
+    from gradcam_kit.models.compile import compile_stages
+
     model = setup.copy(gradcam=True)
     compile_stages(
         model, [model.get_submodule(TARGET_LAYER)],
@@ -110,40 +112,6 @@ def _compiled_stages_ours(setup: Setup) -> Run:
             return model(x, return_gradcam=True)
 
     return run
-
-
-def compile_stages(
-    model: Any, targets: Sequence[Any], *, mode: str | None = None, backend: str = "inductor"
-) -> list[str]:
-    """Compiles, in place, every child block of ``model`` that holds no target layer.
-
-    Descends into the blocks that do hold one, so only the target's own block (for
-    ResNet50's ``layer4.2.conv3``: ``layer4.2``) and single layers around it stay eager.
-    The engine's recorded forward then runs these compiled blocks, with the hook and the
-    graph cut in eager code.
-
-    Returns:
-        The dotted names of the compiled blocks.
-    """
-    target_set = set(targets)
-    compiled: list[str] = []
-
-    def visit(module: Any, prefix: str) -> None:
-        for name, child in module.named_children():
-            dotted = f"{prefix}{name}"
-            holds_target = any(m in target_set for m in child.modules())
-            if not holds_target:
-                if any(True for _ in child.children()):  # blocks only, not single layers
-                    child.compile(mode=mode, backend=backend)
-                    compiled.append(dotted)
-            elif child not in target_set and any(
-                any(m in target_set for m in grandchild.modules()) and any(grandchild.children())
-                for grandchild in child.children()
-            ):
-                visit(child, dotted + ".")
-
-    visit(model, "")
-    return compiled
 
 
 def _pytorch_grad_cam(setup: Setup) -> Run:
