@@ -100,6 +100,30 @@ def test_compiled_stages_run_inside_the_eager_grad_cam_forward(eager):
     assert_close(heatmap, expected["heatmap"], atol=1e-4, rtol=0)
 
 
+def test_compile_stages_takes_layer_names(eager):
+    model = copy.deepcopy(eager[0])
+    compiled = compile_stages(model, "layer4[-1].conv3", backend=BACKEND)
+    assert compiled == ["layer1", "layer2", "layer3", "layer4.0", "layer4.1"]
+    assert model.get_submodule("layer2")._compiled_call_impl is not None
+    assert model.get_submodule("layer4.2")._compiled_call_impl is None
+
+
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        ([torch.nn.Conv2d(3, 3, 1)], "not a submodule"),  # another model's layer
+        (["layer4.2.conv9"], "did you mean 'layer4.2.conv3'"),
+        ([], "non-empty list"),
+    ],
+)
+def test_compile_stages_rejects_targets_outside_the_model(eager, targets, message):
+    # Compiling everything around a target that is not there would drop the hook silently.
+    model = copy.deepcopy(eager[0])
+    with pytest.raises(ValueError, match=message):
+        compile_stages(model, targets, backend=BACKEND)
+    assert all(getattr(m, "_compiled_call_impl", None) is None for m in model.modules())
+
+
 @pytest.mark.skipif(
     os.environ.get("GRADCAM_KIT_TEST_INDUCTOR") != "1",
     reason="inductor builds C++ for ResNet50 (minutes on 2 cores): set GRADCAM_KIT_TEST_INDUCTOR=1",

@@ -13,12 +13,14 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from ..core.layers import resolve_layers
+
 __all__ = ["compile_stages"]
 
 
 def compile_stages(
     model: nn.Module,
-    targets: Sequence[nn.Module],
+    targets: str | nn.Module | Sequence[str | nn.Module],
     *,
     mode: str | None = None,
     backend: str = "inductor",
@@ -32,15 +34,23 @@ def compile_stages(
 
     Args:
         model: the model whose blocks are compiled (``nn.Module.compile``, in place).
-        targets: the Grad-CAM target layers, submodules of ``model``.
+        targets: the Grad-CAM target layers: submodules of ``model`` or their names
+            (``"layer4.2.conv3"`` or ``"layer4[-1].conv3"``), one or a sequence.
         mode: the ``torch.compile`` mode, e.g. ``"max-autotune-no-cudagraphs"``.
         backend: the ``torch.compile`` backend (``"aot_eager"`` traces without generating
             code).
 
     Returns:
         The dotted names of the compiled blocks.
+
+    Raises:
+        ValueError: a target is not a layer of ``model`` (the message suggests close
+            names), or ``targets`` is empty; nothing is compiled then.
+        TypeError: a target is neither a name nor a module.
     """
-    target_set = set(targets)
+    if not isinstance(targets, (str, nn.Module)):
+        targets = list(targets)
+    target_set = set(resolve_layers(model, targets).values())
     compiled: list[str] = []
 
     def visit(module: nn.Module, prefix: str) -> None:
