@@ -4,8 +4,8 @@
 the gradient at an activation, which a compiled graph does not expose, and TorchDynamo
 drops a graph-breaking forward hook deep inside ResNet50. So ``torch.compile(model)``
 compiles the plain path into one graph, and Grad-CAM through the compiled wrapper gives
-exactly the eager maps; blocks compiled on their own (``compile_stages`` in the benchmark
-harness) run compiled inside the recorded forward.
+exactly the eager maps; blocks compiled on their own
+(``gradcam_kit.models.compile.compile_stages``) run compiled inside the recorded forward.
 
 The default tests use the ``aot_eager`` backend (Dynamo tracing and AOTAutograd, no code
 generation): seconds on two CPU cores. Inductor, which generates and builds C++ (about two
@@ -15,19 +15,17 @@ minutes for ResNet50 on two cores), runs with ``GRADCAM_KIT_TEST_INDUCTOR=1``.
 from __future__ import annotations
 
 import copy
-import importlib.util
 import os
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 from conftest import SIZE, build_model
 from torch.testing import assert_close
 
+from gradcam_kit.models.compile import compile_stages
+
 BACKEND = "aot_eager"
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
-HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gradcam.py"
 
 
 @pytest.fixture(scope="module")
@@ -87,19 +85,11 @@ def test_plain_path_compiles_into_one_graph(eager):
         assert_close(compiled(x), expected["plain"], atol=1e-4, rtol=1e-4)
 
 
-def load_harness():
-    spec = importlib.util.spec_from_file_location("bench_gradcam", HARNESS)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_compiled_stages_run_inside_the_eager_grad_cam_forward(eager):
     model, x, expected = eager
     model = copy.deepcopy(model)
     target = model.get_submodule("layer4.2.conv3")
-    compiled = load_harness().compile_stages(model, [target], backend=BACKEND)
+    compiled = compile_stages(model, [target], backend=BACKEND)
     # Everything but the target's own block, which keeps the hook in eager code.
     assert compiled == ["layer1", "layer2", "layer3", "layer4.0", "layer4.1"]
     frames_before = torch._dynamo.utils.counters["frames"]["ok"]
@@ -108,6 +98,30 @@ def test_compiled_stages_run_inside_the_eager_grad_cam_forward(eager):
     assert torch._dynamo.utils.counters["frames"]["ok"] > frames_before  # really compiled
     assert_close(logits, expected["logits"], atol=1e-4, rtol=1e-4)
     assert_close(heatmap, expected["heatmap"], atol=1e-4, rtol=0)
+
+
+def test_compile_stages_takes_layer_names(eager):
+    model = copy.deepcopy(eager[0])
+    compiled = compile_stages(model, "layer4[-1].conv3", backend=BACKEND)
+    assert compiled == ["layer1", "layer2", "layer3", "layer4.0", "layer4.1"]
+    assert model.get_submodule("layer2")._compiled_call_impl is not None
+    assert model.get_submodule("layer4.2")._compiled_call_impl is None
+
+
+@pytest.mark.parametrize(
+    ("targets", "message"),
+    [
+        ([torch.nn.Conv2d(3, 3, 1)], "not a submodule"),  # another model's layer
+        (["layer4.2.conv9"], "did you mean 'layer4.2.conv3'"),
+        ([], "non-empty list"),
+    ],
+)
+def test_compile_stages_rejects_targets_outside_the_model(eager, targets, message):
+    # Compiling everything around a target that is not there would drop the hook silently.
+    model = copy.deepcopy(eager[0])
+    with pytest.raises(ValueError, match=message):
+        compile_stages(model, targets, backend=BACKEND)
+    assert all(getattr(m, "_compiled_call_impl", None) is None for m in model.modules())
 
 
 @pytest.mark.skipif(

@@ -1,0 +1,1 @@
+"""Benchmarks of gradcam_kit (not part of the installed package)."""
