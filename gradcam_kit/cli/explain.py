@@ -33,22 +33,29 @@ import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..data.layouts import LAYOUTS
-from ..viz.overlays import STAGES, ModelInfo, _explain_shard, _finish, _Stats
-
 # torch, numpy and the modules built on them are imported where they are used, so that
-# `gradcam-kit explain --help` does not import torch (about 2 s of a 2-core start-up).
+# `gradcam-kit explain --help` does not import torch (about 2 s of a 2-core start-up);
+# gradcam_kit.viz.overlays imports them inside its functions too.
+from ..data.layouts import LAYOUTS
+from ..viz.overlays import (
+    STAGES,
+    ModelInfo,
+    OverlayOptions,
+    display_size,
+    explain_images,
+    write_results,
+)
 from .options import add_map_arguments
 
 if TYPE_CHECKING:
     import torch
 
     from ..data.inputs import InputItem, Inputs
+    from ..viz.overlays import ExplainStats
 
 __all__ = ["add_arguments", "run"]
 
 RESULT_NAMES = ("predictions.csv", "skipped.csv", "report.html", "contact_sheet.png", "overlays")
-
 
 
 def _method_title(method: str) -> str:
@@ -250,7 +257,7 @@ def _check_options(args: argparse.Namespace) -> None:
         get_method(args.method)
 
 
-def _print_profile(stats: _Stats, elapsed: float, setup: float, world: int) -> None:
+def _print_profile(stats: ExplainStats, elapsed: float, setup: float, world: int) -> None:
     images = max(stats.images, 1)
     print(f"profile ({stats.images} images, rank 0 of {world}; seconds, ms per image):", file=sys.stderr)
     print(f"  {'set-up (model, input scan)':28s} {setup:8.2f}", file=sys.stderr)
@@ -271,8 +278,6 @@ def run(args: argparse.Namespace) -> int:
         FileExistsError: ``--output`` already holds results and ``--overwrite`` is not set.
         FileNotFoundError: the input or the checkpoint does not exist.
     """
-    import torch.distributed as dist
-
     from ..data.inputs import collect_inputs
     from ..training.distributed import barrier, cleanup, init_distributed
 
@@ -298,17 +303,17 @@ def run(args: argparse.Namespace) -> int:
             outputs.clear()  # deletes only what an earlier run recorded in the folder
         barrier(context)
         setup = time.perf_counter() - started
-        rows, failed, stats = _explain_shard(
-            items[rank::world], model, info, args, device, output, class_idx, inputs.root, rank == 0
+        options = _overlay_options(args, info, class_idx)
+        rows, failed, stats = explain_images(
+            items[rank::world], model, info, options, device, output, inputs.root, show_progress=rank == 0
         )
         if world > 1:
-            gathered: list | None = [None] * world if rank == 0 else None
-            dist.gather_object((rows, failed), gathered, dst=0)
-            if rank == 0:
-                rows = [r for part, _ in gathered for r in part]
-                failed = [f for _, part in gathered for f in part]
+            rows, failed = _gather(rows, failed, rank, world)
         if rank == 0:
-            _finish(rows, failed, inputs, info, args, output, model, device, world)
+            write_results(
+                output, rows, failed, inputs=inputs, class_names=info.class_names, display=options.display,
+                details=_report_details(args, info, device, world), grid=args.grid, page_size=args.page_size,
+            )
             elapsed = time.perf_counter() - started
             if args.profile:
                 _print_profile(stats, elapsed, setup, world)
@@ -347,3 +352,44 @@ def _build_model(args: argparse.Namespace, info: ModelInfo, device: torch.device
     return model.eval().to(device)
 
 
+def _overlay_options(args: argparse.Namespace, info: ModelInfo, class_idx: int | None) -> OverlayOptions:
+    """The library's options from the command line (after ``args.choice`` is resolved)."""
+    return OverlayOptions(
+        method=args.choice["method"],
+        layer=args.choice["layer"],
+        alignment=args.alignment,
+        display=display_size(args.display_size, info.size),
+        class_idx=class_idx,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        memory_format=args.memory_format,
+        alpha=args.alpha,
+        colormap=int(args.colormap) if args.colormap.isdigit() else args.colormap,
+        png_compression=args.png_compression,
+        writers=args.writers,
+        profile=args.profile,
+    )
+
+
+def _gather(rows: list[dict], failed: list[tuple[str, str]], rank: int, world: int) -> tuple[list[dict], list]:
+    """Every rank's rows and failures on rank 0 (other ranks get their own back)."""
+    import torch.distributed as dist
+
+    gathered: list | None = [None] * world if rank == 0 else None
+    dist.gather_object((rows, failed), gathered, dst=0)
+    if rank != 0:
+        return rows, failed
+    return [r for part, _ in gathered for r in part], [f for _, part in gathered for f in part]
+
+
+def _report_details(args: argparse.Namespace, info: ModelInfo, device: torch.device, world: int) -> dict[str, str]:
+    """The ``name: value`` lines of the report's header."""
+    return {
+        "input": str(args.input),
+        "model": info.source,
+        "layer": args.choice["layer"],
+        "method": f"{_method_title(args.choice['method'])} ({args.choice['source']})",
+        "alignment": args.alignment,
+        "size": f"{info.size[0]}x{info.size[1]}",
+        "device": f"{device}" + (f" x {world} ranks" if world > 1 else ""),
+    }

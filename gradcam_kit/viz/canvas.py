@@ -1,8 +1,10 @@
 """The ``original | heatmap | overlay`` canvases of ``explain``, their titles and the contact sheet.
 
-:func:`compose_canvases` assembles a batch of canvases on the device; :func:`_write_canvas`
+:func:`compose_canvases` assembles a batch of canvases on the device; :func:`write_canvas`
 draws the titles on one canvas on the host and writes it as a PNG;
 :func:`write_contact_sheet` tiles the overlay panels of written canvases into one grid.
+torch, PIL and :mod:`gradcam_kit.viz.render` are imported inside the functions that use
+them, so that importing this module (as ``gradcam-kit explain --help`` does) stays cheap.
 """
 
 from __future__ import annotations
@@ -18,20 +20,20 @@ if TYPE_CHECKING:
     import numpy as np
     from torch import Tensor
 
-__all__ = ["Geometry", "compose_canvases", "write_contact_sheet"]
+__all__ = ["BACKGROUND", "Geometry", "compose_canvases", "write_canvas", "write_contact_sheet"]
 
 BACKGROUND = (29, 35, 48)
 GREEN, RED, WHITE, GREY = (120, 220, 120), (255, 110, 110), (235, 238, 245), (170, 178, 192)
 
 
 def _font(size: int):
-    from ..viz.render import title_font
+    from .render import title_font
 
     return title_font(size)
 
 
 def _fit(text: str, font, width: int) -> str:
-    from ..viz.render import fit_text
+    from .render import fit_text
 
     return fit_text(text, font, width)
 
@@ -81,7 +83,7 @@ def compose_canvases(
     """
     import torch
 
-    from ..viz.render import overlay
+    from .render import overlay
 
     colored, overlaid = overlay(images, heatmaps, alpha, colormap)
     batch = images.shape[0]
@@ -92,12 +94,23 @@ def compose_canvases(
     return torch.cat([strip, row], dim=1)
 
 
-# -- host side: titles, PNGs ----------------------------------------------------------
-def _write_canvas(canvas: np.ndarray, path: Path, titles: Sequence[tuple[str, tuple]], geometry: Geometry, compression: int) -> float:
+def write_canvas(canvas: np.ndarray, path: Path, titles: Sequence[tuple[str, tuple]], geometry: Geometry, compression: int) -> float:
+    """Draws the panel titles on a canvas and writes it as a PNG (run in writer threads).
+
+    Args:
+        canvas: uint8 ``(strip + H, 3 W + 2 gap, 3)`` from :func:`compose_canvases`.
+        path: the PNG to write.
+        titles: ``(text, RGB colour)`` for panels 0, 1 and 2, each cut to fit its panel.
+        geometry: the canvas layout.
+        compression: zlib level, 0-9.
+
+    Returns:
+        The seconds spent.
+    """
     import numpy as np
     from PIL import Image, ImageDraw
 
-    from ..viz.png import write_png
+    from .png import write_png
 
     start = time.perf_counter()
     image = Image.fromarray(canvas)
