@@ -58,6 +58,12 @@ __all__ = ["add_arguments", "run"]
 RESULT_NAMES = ("predictions.csv", "skipped.csv", "report.html", "contact_sheet.png", "overlays")
 
 
+def __getattr__(name: str) -> object:  # Geometry, compose_canvases, ...: now in gradcam_kit.viz.canvas
+    from .._legacy import moved_attribute
+
+    return moved_attribute(__name__, name)
+
+
 def _method_title(method: str) -> str:
     from ..methods import method_title
 
