@@ -37,8 +37,10 @@ def test_names_that_left_the_explain_command_module():
     from gradcam_kit.viz.canvas import Geometry, write_contact_sheet
 
     sys.modules.pop("gradcam_kit.explain", None)
+    with pytest.warns(DeprecationWarning, match=r"gradcam_kit\.explain moved"):
+        old_module = importlib.import_module("gradcam_kit.explain")
     with pytest.warns(DeprecationWarning, match=r"gradcam_kit\.viz\.canvas\.Geometry"):
-        from gradcam_kit.explain import Geometry as old_geometry
+        old_geometry = old_module.Geometry
     with pytest.warns(DeprecationWarning, match="write_contact_sheet"):
         from gradcam_kit.cli.explain import write_contact_sheet as old_sheet
     assert old_geometry is Geometry and old_sheet is write_contact_sheet
