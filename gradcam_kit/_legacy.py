@@ -4,7 +4,8 @@
 each old path is an alias of the module that now holds the code (the same module object,
 so patching one patches the other), with a ``DeprecationWarning`` naming the new path.
 Old paths that are now packages (``gradcam_kit.models``, ``.data``, ``.metrics``)
-serve the old module's names through the package's ``__getattr__``.
+serve the old module's names through the package's ``__getattr__``, and so do modules
+whose library code moved elsewhere (:data:`MOVED_NAMES`).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import sys
 import warnings
 from types import ModuleType
 
-__all__ = ["FORMER", "MOVED", "former_attribute", "install"]
+__all__ = ["FORMER", "MOVED", "MOVED_NAMES", "former_attribute", "install", "moved_attribute"]
 
 #: old module -> the module that holds its code now
 MOVED: dict[str, str] = {
@@ -39,6 +40,13 @@ FORMER: dict[str, str] = {
     "gradcam_kit.models": "gradcam_kit.explainers.cnn",
     "gradcam_kit.data": "gradcam_kit.data.datasets",
     "gradcam_kit.metrics": "gradcam_kit.metrics.classification",
+}
+
+#: module -> {name it no longer defines: the module that holds it now}
+MOVED_NAMES: dict[str, dict[str, str]] = {
+    "gradcam_kit.cli.explain": dict.fromkeys(
+        ("Geometry", "compose_canvases", "write_contact_sheet"), "gradcam_kit.viz.canvas"
+    ),
 }
 
 
@@ -76,6 +84,15 @@ def former_attribute(package: str, name: str) -> object:
         raise AttributeError(f"module {package!r} has no attribute {name!r}")
     _warn(f"{package}.{name}", f"{target}.{name}")
     return getattr(module, name)
+
+
+def moved_attribute(module: str, name: str) -> object:
+    """A name that left ``module``, for the module's ``__getattr__`` (with a warning)."""
+    target = MOVED_NAMES[module].get(name)
+    if target is None:
+        raise AttributeError(f"module {module!r} has no attribute {name!r}")
+    _warn(f"{module}.{name}", f"{target}.{name}")
+    return getattr(importlib.import_module(target), name)
 
 
 def install() -> None:

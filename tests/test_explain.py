@@ -15,8 +15,8 @@ import torch
 from PIL import Image
 
 from gradcam_kit.cli.commands import main
-from gradcam_kit.cli.explain import Geometry, compose_canvases
 from gradcam_kit.data.inputs import collect_inputs
+from gradcam_kit.viz.canvas import Geometry, compose_canvases
 from gradcam_kit.viz.render import colorize, overlay
 
 SIZE = 64
@@ -372,7 +372,7 @@ def test_torchrun_shards_and_merges(split, tmp_path):
 
 
 def test_contact_sheet_shows_mistakes_first_then_a_spread():
-    from gradcam_kit.cli.explain import _contact_sheet_rows
+    from gradcam_kit.viz.canvas import _contact_sheet_rows
 
     rows = [{"index": i, "correct": "0" if i in (40, 90) else "1"} for i in range(100)][::-1]
     chosen = [r["index"] for r in _contact_sheet_rows(rows, 6)]

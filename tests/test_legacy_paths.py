@@ -33,6 +33,21 @@ def test_old_names_of_modules_that_became_packages():
         importlib.import_module("gradcam_kit.models").no_such_name  # noqa: B018
 
 
+def test_names_that_left_the_explain_command_module():
+    from gradcam_kit.viz.canvas import Geometry, write_contact_sheet
+
+    sys.modules.pop("gradcam_kit.explain", None)
+    with pytest.warns(DeprecationWarning, match=r"gradcam_kit\.explain moved"):
+        old_module = importlib.import_module("gradcam_kit.explain")
+    with pytest.warns(DeprecationWarning, match=r"gradcam_kit\.viz\.canvas\.Geometry"):
+        old_geometry = old_module.Geometry
+    with pytest.warns(DeprecationWarning, match="write_contact_sheet"):
+        from gradcam_kit.cli.explain import write_contact_sheet as old_sheet
+    assert old_geometry is Geometry and old_sheet is write_contact_sheet
+    with pytest.raises(AttributeError, match="no_such_name"):
+        importlib.import_module("gradcam_kit.cli.explain").no_such_name  # noqa: B018
+
+
 def test_the_top_level_resnet50_module_is_the_package_class():
     import resnet50
     from gradcam_kit.models.resnet50 import ResNet50FineTuned, preprocess

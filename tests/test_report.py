@@ -8,7 +8,7 @@ import re
 
 import pytest
 
-from gradcam_kit.viz.report import confusion_matrix, write_report
+from gradcam_kit.viz.report import write_report
 
 CLASSES = ["normal", "lesion"]
 
@@ -35,16 +35,31 @@ def _embedded(page: str) -> dict:
     return json.loads(match.group(1))
 
 
-def test_confusion_matrix_counts_true_rows_and_predicted_columns():
-    matrix = confusion_matrix([0, 0, 1, 1, 1, None, -1], [0, 1, 1, 1, 0, 1, 0], 2)
-    assert matrix == [[1, 1], [1, 2]]
+def _matrix_cells(page: str) -> list[int]:
+    return [int(c) for c in re.findall(r'<td style="background:[^"]*">(\d+)</td>', page)]
 
 
-def test_confusion_matrix_rejects_bad_input():
-    with pytest.raises(ValueError, match="labels for"):
-        confusion_matrix([0, 1], [0], 2)
+def test_matrix_counts_true_rows_and_predicted_columns_without_unknown_labels(tmp_path):
+    rows = _rows([0, 0, 1, 1, 1, None, -1, ""], [0, 1, 1, 1, 0, 1, 0, 1])
+    page = write_report(tmp_path, rows, class_names=CLASSES).read_text(encoding="utf-8")
+    assert _matrix_cells(page) == [1, 1, 1, 2]  # rows: true class, columns: predicted
+    footer = re.search(r"<tfoot>(.*?)</tfoot>", page, re.S).group(1)
+    assert re.findall(r"<td>(\d+)</td>", footer) == ["3", "5"]  # predictions of all 8 images
+
+
+def test_class_indices_outside_the_classes_are_rejected(tmp_path):
+    with pytest.raises(ValueError, match="out of range for 2 classes: true 0, predicted 2"):
+        write_report(tmp_path, _rows([0, 1], [2, 1]), class_names=CLASSES)
     with pytest.raises(ValueError, match="out of range"):
-        confusion_matrix([0, 2], [0, 1], 2)
+        write_report(tmp_path, _rows([0, 2], [0, 1]), class_names=CLASSES)
+
+
+def test_templates_ship_with_the_package():
+    from importlib.resources import files
+
+    templates = files("gradcam_kit.viz") / "templates"
+    names = {entry.name for entry in templates.iterdir()}
+    assert {"report.html.j2", "report.css", "report.js"} <= names
 
 
 def test_summary_accuracy_and_matrix(tmp_path):
@@ -107,6 +122,14 @@ def test_paths_cannot_break_out_of_the_data_script(tmp_path):
     page = write_report(tmp_path, rows, class_names=CLASSES).read_text(encoding="utf-8")
     assert page.count("</script>") == 2  # the data block and the code block, nothing injected
     assert _embedded(page)["rows"][0][2] == rows[0]["path"]
+
+
+def test_class_names_are_escaped_in_the_page_and_kept_in_the_data(tmp_path):
+    names = ["</script><script>alert(1)</script>", "it's <b>&</b>"]
+    page = write_report(tmp_path, _rows([0, 1], [1, 1]), class_names=names).read_text(encoding="utf-8")
+    assert page.count("</script>") == 2 and "<b>&</b>" not in page
+    assert html.escape(names[0], quote=False) in page  # matrix headers and filter options
+    assert _embedded(page)["classes"] == names
 
 
 def test_overlay_paths_become_relative_to_the_page(tmp_path):

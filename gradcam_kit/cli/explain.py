@@ -26,51 +26,42 @@ and ``report.html``.
 from __future__ import annotations
 
 import argparse
-import csv
-import math
-import os
 import random
-import re
 import sys
 import time
 import warnings
-from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..data.layouts import LAYOUTS
-
 # torch, numpy and the modules built on them are imported where they are used, so that
-# `gradcam-kit explain --help` does not import torch (about 2 s of a 2-core start-up).
+# `gradcam-kit explain --help` does not import torch (about 2 s of a 2-core start-up);
+# gradcam_kit.viz.overlays imports them inside its functions too.
+from ..data.layouts import LAYOUTS
+from ..viz.overlays import (
+    STAGES,
+    ModelInfo,
+    OverlayOptions,
+    display_size,
+    explain_images,
+    write_results,
+)
 from .options import add_map_arguments
 
 if TYPE_CHECKING:
-    import numpy as np
     import torch
-    from torch import Tensor
 
     from ..data.inputs import InputItem, Inputs
+    from ..viz.overlays import ExplainStats
 
-__all__ = ["Geometry", "add_arguments", "compose_canvases", "run", "write_contact_sheet"]
+__all__ = ["add_arguments", "run"]
 
 RESULT_NAMES = ("predictions.csv", "skipped.csv", "report.html", "contact_sheet.png", "overlays")
-BACKGROUND = (29, 35, 48)
-GREEN, RED, WHITE, GREY = (120, 220, 120), (255, 110, 110), (235, 238, 245), (170, 178, 192)
-STAGES = ("wait for data", "to device", "model", "colouring", "to host", "rows, queue PNGs")
 
 
-def _font(size: int):
-    from ..viz.render import title_font
+def __getattr__(name: str) -> object:  # Geometry, compose_canvases, ...: now in gradcam_kit.viz.canvas
+    from .._legacy import moved_attribute
 
-    return title_font(size)
-
-
-def _fit(text: str, font, width: int) -> str:
-    from ..viz.render import fit_text
-
-    return fit_text(text, font, width)
+    return moved_attribute(__name__, name)
 
 
 def _method_title(method: str) -> str:
@@ -122,19 +113,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 # -- set-up, all before any image is decoded --------------------------------------------
-@dataclass
-class ModelInfo:
-    """What explain needs to know about the model, read before any work starts."""
-
-    class_names: list[str]
-    names_known: bool
-    num_outputs: int
-    size: tuple[int, int]
-    mean: Sequence[float]
-    std: Sequence[float]
-    source: str
-
-
 def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
     from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
     from ..models.checkpoint import extract_state_dict, load_checkpoint
@@ -285,341 +263,7 @@ def _check_options(args: argparse.Namespace) -> None:
         get_method(args.method)
 
 
-# -- the tensor path ------------------------------------------------------------------
-@dataclass(frozen=True)
-class Geometry:
-    """Where the three pictures and the title strip sit on an overlay canvas."""
-
-    height: int
-    width: int
-    strip: int
-    gap: int
-
-    @classmethod
-    def for_size(cls, size: tuple[int, int]) -> Geometry:
-        height, width = size
-        return cls(height, width, strip=max(16, round(0.09 * height)), gap=max(2, width // 64))
-
-    def panel_left(self, panel: int) -> int:
-        """x of the left edge of panel 0 (image), 1 (heatmap) or 2 (overlay)."""
-        return panel * (self.width + self.gap)
-
-    @property
-    def canvas_size(self) -> tuple[int, int]:
-        return self.strip + self.height, 3 * self.width + 2 * self.gap
-
-
-def compose_canvases(
-    images: Tensor,
-    heatmaps: Tensor,
-    geometry: Geometry,
-    *,
-    alpha: float = 0.5,
-    colormap: int | str = "jet",
-) -> Tensor:
-    """``original | heatmap | overlay`` below an empty title strip, batched on the device.
-
-    Args:
-        images: uint8 ``(B, H, W, 3)`` pictures to draw on.
-        heatmaps: ``(B, h, w)`` maps in ``[0, 1]`` (resized to ``(H, W)`` by ``overlay``).
-        geometry: the canvas layout for ``(H, W)``.
-        alpha: the heatmap's weight in the overlay.
-        colormap: OpenCV colormap id or name.
-
-    Returns:
-        uint8 ``(B, strip + H, 3 W + 2 gap, 3)`` on the images' device.
-    """
-    import torch
-
-    from ..viz.render import overlay
-
-    colored, overlaid = overlay(images, heatmaps, alpha, colormap)
-    batch = images.shape[0]
-    fill = torch.tensor(BACKGROUND, dtype=torch.uint8, device=images.device)
-    gap = fill.expand(batch, geometry.height, geometry.gap, 3)
-    row = torch.cat([images, gap, colored, gap, overlaid], dim=2)
-    strip = fill.expand(batch, geometry.strip, row.shape[2], 3)
-    return torch.cat([strip, row], dim=1)
-
-
-def _predict(logits: Tensor, class_idx: int | None) -> tuple[Tensor, Tensor, Tensor]:
-    """Probabilities ``(B, C)``, predicted and explained class ``(B,)``, on the device."""
-    import torch
-
-    if logits.shape[1] == 1:
-        positive = torch.sigmoid(logits[:, 0].float())
-        probs = torch.stack([1 - positive, positive], dim=1)
-        predicted = (positive >= 0.5).long()
-    else:
-        probs = torch.softmax(logits.float(), dim=1)
-        predicted = probs.argmax(dim=1)
-    explained = predicted if class_idx is None else torch.full_like(predicted, class_idx)
-    return probs, predicted, explained
-
-
-def _gradcam_kwargs(num_outputs: int, class_idx: int | None, choice: dict, alignment: str) -> dict:
-    kwargs: dict = {
-        "gradcam_method": choice["method"], "gradcam_layers": choice["layer"], "gradcam_alignment": alignment,
-    }
-    if num_outputs == 1 and class_idx is not None:
-        # A single logit z: class 1 is "z", class 0 is "-z".
-        kwargs["gradcam_score_fn"] = (lambda z: z[:, 0]) if class_idx == 1 else (lambda z: -z[:, 0])
-    else:
-        kwargs["gradcam_class_idx"] = class_idx
-    return kwargs
-
-
-# -- host side: titles, PNGs ----------------------------------------------------------
-def _write_canvas(canvas: np.ndarray, path: Path, titles: Sequence[tuple[str, tuple]], geometry: Geometry, compression: int) -> float:
-    import numpy as np
-    from PIL import Image, ImageDraw
-
-    from ..viz.png import write_png
-
-    start = time.perf_counter()
-    image = Image.fromarray(canvas)
-    draw = ImageDraw.Draw(image)
-    font = _font(max(8, geometry.strip - 6))
-    top = (geometry.strip - getattr(font, "size", 11)) // 2 - 1
-    for panel, (text, colour) in enumerate(titles):
-        draw.text(
-            (geometry.panel_left(panel) + 3, top), _fit(text, font, geometry.width - 6), fill=colour, font=font
-        )
-    # Not image.save(): Pillow's adaptive row filters cost ~3x the encoding (gradcam_kit.viz.png).
-    write_png(path, np.asarray(image), compression)
-    return time.perf_counter() - start
-
-
-def _safe_name(index: int, path: Path) -> str:
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", path.stem)[:60].strip("._") or "image"
-    return f"{index:06d}_{stem}.png"
-
-
-@dataclass
-class _Stats:
-    seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
-    decode_s: float = 0.0
-    write_s: float = 0.0
-    images: int = 0
-
-
-def _explain_shard(
-    items: list[InputItem],
-    model: torch.nn.Module,
-    info: ModelInfo,
-    args: argparse.Namespace,
-    device: torch.device,
-    output: Path,
-    class_idx: int | None,
-    root: Path,
-    show_progress: bool,
-) -> tuple[list[dict], list[tuple[str, str]], _Stats]:
-    import torch
-    from torch.utils.data import DataLoader
-    from tqdm import tqdm
-
-    from ..data.inputs import ExplainDataset, collate_explain, normalize_batch
-
-    display = _display_size(args, info)
-    geometry = Geometry.for_size(display)
-    dataset = ExplainDataset(items, info.size, display)
-    workers = min(4, os.cpu_count() or 1) if args.num_workers is None else args.num_workers
-    workers = min(workers, max(1, math.ceil(len(items) / args.batch_size)))
-    loader = DataLoader(
-        dataset,
-        batch_size=args.batch_size,
-        num_workers=workers,
-        collate_fn=collate_explain,
-        pin_memory=device.type == "cuda",
-        prefetch_factor=4 if workers else None,
-        persistent_workers=False,
-    )
-    memory_format = torch.channels_last if args.memory_format == "channels_last" else torch.contiguous_format
-    model.to(memory_format=memory_format)
-    by_index = {item.index: item for item in items}
-    colormap = int(args.colormap) if args.colormap.isdigit() else args.colormap
-    gradcam_kwargs = _gradcam_kwargs(info.num_outputs, class_idx, args.choice, args.alignment)
-    map_title = f"{_method_title(args.choice['method'])} {args.choice['layer']}"
-    names = info.class_names
-    sync = torch.cuda.synchronize if (args.profile and device.type == "cuda") else (lambda: None)
-    stats = _Stats()
-    rows: list[dict] = []
-    failed: list[tuple[str, str]] = []
-    pending: list[Future] = []
-    (output / "overlays").mkdir(parents=True, exist_ok=True)
-
-    def lap(stage: str, since: float) -> float:
-        now = time.perf_counter()
-        stats.seconds[stage] += now - since
-        return now
-
-    progress = tqdm(total=len(items), unit="img", desc="explain", disable=not show_progress, file=sys.stderr)
-    # Writers scale with the cores: on a GPU machine the PNGs, not the model, set the pace.
-    writer_threads = args.writers or max(2, min(8, (os.cpu_count() or 2) - workers))
-    with ThreadPoolExecutor(max_workers=writer_threads) as writers:
-        clock = time.perf_counter()
-        for batch in loader:
-            clock = lap("wait for data", clock)
-            stats.decode_s += batch["decode_s"]
-            failed.extend((str(by_index[i].path), why) for i, why in batch["failed"])
-            if "image" not in batch:
-                progress.update(len(batch["failed"]))
-                continue
-            images = batch["image"].to(device, non_blocking=True)
-            pictures = batch["display"].to(device, non_blocking=True) if "display" in batch else images
-            sync()
-            clock = lap("to device", clock)
-
-            with torch.no_grad():
-                x = normalize_batch(images, info.mean, info.std).contiguous(memory_format=memory_format)
-                logits, heatmaps = model(x, return_gradcam=True, **gradcam_kwargs)
-                probs, predicted, explained = _predict(logits, class_idx)
-            sync()
-            clock = lap("model", clock)
-
-            canvases = compose_canvases(
-                pictures.permute(0, 2, 3, 1), heatmaps, geometry, alpha=args.alpha, colormap=colormap
-            )
-            numbers = torch.cat([predicted[:, None].float(), explained[:, None].float(), probs], dim=1)
-            sync()
-            clock = lap("colouring", clock)
-
-            canvases_host = canvases.cpu().numpy()
-            numbers_host = numbers.cpu().tolist()
-            clock = lap("to host", clock)
-
-            # Keep at most two batches of PNGs in flight: bounded memory, errors surface early.
-            for done in pending:
-                stats.write_s += done.result()
-            pending = []
-            for canvas, index, label, (pred, expl, *p) in zip(
-                canvases_host, batch["index"].tolist(), batch["label"].tolist(), numbers_host
-            ):
-                item, pred, expl = by_index[index], int(pred), int(expl)
-                overlay_path = output / "overlays" / _safe_name(index, item.path)
-                truth = names[label] if label >= 0 else "?"
-                verdict = WHITE if label < 0 else (GREEN if label == pred else RED)
-                titles = (
-                    (_display_path(item.path, root), GREY),
-                    (f"{map_title}: {names[expl]}", WHITE),
-                    (f"pred {names[pred]} {_percent(p[pred])} | true {truth}", verdict),
-                )
-                pending.append(writers.submit(_write_canvas, canvas, overlay_path, titles, geometry, args.png_compression))
-                rows.append(
-                    {
-                        "index": index,
-                        "path": str(item.path),
-                        "label": "" if label < 0 else names[label],
-                        "label_idx": "" if label < 0 else label,
-                        "pred": names[pred],
-                        "pred_idx": pred,
-                        "probability": round(p[pred], 6),
-                        "explained": names[expl],
-                        "explained_idx": expl,
-                        "correct": "" if label < 0 else int(label == pred),
-                        "overlay": overlay_path.relative_to(output).as_posix(),
-                        **{f"prob_{name}": round(v, 6) for name, v in zip(names, p)},
-                    }
-                )
-            stats.images += len(batch["index"])
-            progress.update(len(batch["index"]) + len(batch["failed"]))
-            clock = lap("rows, queue PNGs", clock)
-        for done in pending:
-            stats.write_s += done.result()
-        lap("rows, queue PNGs", clock)
-    progress.close()
-    return rows, failed, stats
-
-
-MIN_DISPLAY = 192  # titles stay legible on small model inputs (96 px X-rays, say)
-
-
-def _display_size(args: argparse.Namespace, info: ModelInfo) -> tuple[int, int]:
-    """``--display-size``, else the model's input size scaled up to at least 192 px."""
-    if args.display_size:
-        return (args.display_size, args.display_size)
-    scale = max(1.0, MIN_DISPLAY / min(info.size))
-    return (round(info.size[0] * scale), round(info.size[1] * scale))
-
-
-def _percent(probability: float) -> str:
-    """A probability for a title: never "100.0%" for a value short of 1."""
-    if probability >= 0.9995:
-        return ">99.9%" if probability < 1.0 else "100%"
-    if probability < 0.0005:
-        return "<0.1%" if probability > 0.0 else "0%"
-    return f"{100 * probability:.1f}%"
-
-
-def _display_path(path: Path, root: Path) -> str:
-    try:
-        return path.relative_to(root).as_posix()
-    except ValueError:
-        return path.as_posix()
-
-
-# -- rank 0: merge and write ------------------------------------------------------------
-def _write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(columns))
-        writer.writeheader()
-        writer.writerows(rows)
-
-
-def _contact_sheet_rows(rows: Sequence[dict], max_images: int) -> list[dict]:
-    ordered = sorted(rows, key=lambda r: r["index"])
-    if len(ordered) <= max_images:
-        return ordered
-    wrong = [r for r in ordered if r["correct"] != "" and not int(r["correct"])][:max_images]
-    rest = [r for r in ordered if r["correct"] == "" or int(r["correct"])]
-    room = max_images - len(wrong)
-    sample = [rest[round(i * (len(rest) - 1) / max(room - 1, 1))] for i in range(room)] if room else []
-    return wrong + sample
-
-
-def write_contact_sheet(
-    rows: Sequence[dict], output: Path, geometry: Geometry, *, max_images: int = 64, tile: int = 160
-) -> Path | None:
-    """A grid of up to ``max_images`` overlays (green frame: correct, red: wrong).
-
-    With more images than that, the misclassified ones come first and the rest of the grid
-    is an evenly spaced sample of the others (so every class of a sorted ImageFolder shows
-    up), each part in input order. Reads the overlay panel back from each written PNG, so
-    every rank's images can be included after a distributed run.
-    """
-    from PIL import Image, ImageDraw
-
-    chosen = _contact_sheet_rows(rows, max_images)
-    if not chosen:
-        return None
-    columns = min(8, math.ceil(math.sqrt(len(chosen))))
-    lines = math.ceil(len(chosen) / columns)
-    caption, pad = 18, 4
-    cell_w, cell_h = tile + 2 * pad, tile + caption + 2 * pad
-    sheet = Image.new("RGB", (columns * cell_w, lines * cell_h), BACKGROUND)
-    draw = ImageDraw.Draw(sheet)
-    font = _font(12)
-    left = geometry.panel_left(2)
-    box = (left, geometry.strip, left + geometry.width, geometry.strip + geometry.height)
-    for n, row in enumerate(chosen):
-        x, y = (n % columns) * cell_w, (n // columns) * cell_h
-        try:
-            with Image.open(output / row["overlay"]) as canvas:
-                picture = canvas.crop(box).resize((tile, tile), Image.Resampling.BILINEAR)
-        except FileNotFoundError:  # written by a rank on another machine, without a shared disk
-            continue
-        correct = row["correct"]
-        frame = GREY if correct == "" else (GREEN if int(correct) else RED)
-        draw.rectangle((x + pad - 2, y + pad - 2, x + pad + tile + 1, y + pad + tile + 1), outline=frame, width=2)
-        sheet.paste(picture, (x + pad, y + pad))
-        text = f"#{row['index']} {row['pred']} {float(row['probability']):.2f}"
-        draw.text((x + pad, y + pad + tile + 3), _fit(text, font, tile), fill=frame if correct != "" else WHITE, font=font)
-    path = output / "contact_sheet.png"
-    sheet.save(path, format="PNG", compress_level=6)
-    return path
-
-
-def _print_profile(stats: _Stats, elapsed: float, setup: float, world: int) -> None:
+def _print_profile(stats: ExplainStats, elapsed: float, setup: float, world: int) -> None:
     images = max(stats.images, 1)
     print(f"profile ({stats.images} images, rank 0 of {world}; seconds, ms per image):", file=sys.stderr)
     print(f"  {'set-up (model, input scan)':28s} {setup:8.2f}", file=sys.stderr)
@@ -640,8 +284,6 @@ def run(args: argparse.Namespace) -> int:
         FileExistsError: ``--output`` already holds results and ``--overwrite`` is not set.
         FileNotFoundError: the input or the checkpoint does not exist.
     """
-    import torch.distributed as dist
-
     from ..data.inputs import collect_inputs
     from ..training.distributed import barrier, cleanup, init_distributed
 
@@ -667,17 +309,17 @@ def run(args: argparse.Namespace) -> int:
             outputs.clear()  # deletes only what an earlier run recorded in the folder
         barrier(context)
         setup = time.perf_counter() - started
-        rows, failed, stats = _explain_shard(
-            items[rank::world], model, info, args, device, output, class_idx, inputs.root, rank == 0
+        options = _overlay_options(args, info, class_idx)
+        rows, failed, stats = explain_images(
+            items[rank::world], model, info, options, device, output, inputs.root, show_progress=rank == 0
         )
         if world > 1:
-            gathered: list | None = [None] * world if rank == 0 else None
-            dist.gather_object((rows, failed), gathered, dst=0)
-            if rank == 0:
-                rows = [r for part, _ in gathered for r in part]
-                failed = [f for _, part in gathered for f in part]
+            rows, failed = _gather(rows, failed, rank, world)
         if rank == 0:
-            _finish(rows, failed, inputs, info, args, output, model, device, world)
+            write_results(
+                output, rows, failed, inputs=inputs, class_names=info.class_names, display=options.display,
+                details=_report_details(args, info, device, world), grid=args.grid, page_size=args.page_size,
+            )
             elapsed = time.perf_counter() - started
             if args.profile:
                 _print_profile(stats, elapsed, setup, world)
@@ -716,46 +358,44 @@ def _build_model(args: argparse.Namespace, info: ModelInfo, device: torch.device
     return model.eval().to(device)
 
 
-def _finish(
-    rows: list[dict],
-    failed: list[tuple[str, str]],
-    inputs: Inputs,
-    info: ModelInfo,
-    args: argparse.Namespace,
-    output: Path,
-    model: torch.nn.Module,
-    device: torch.device,
-    world: int,
-) -> None:
-    from ..viz.report import write_report
-
-    rows.sort(key=lambda r: r["index"])
-    skipped = list(inputs.skipped) + sorted(failed)
-    base = ["index", "path", "label", "label_idx", "pred", "pred_idx", "probability",
-            "explained", "explained_idx", "correct", "overlay"]
-    _write_csv(output / "predictions.csv", rows, base + [f"prob_{n}" for n in info.class_names])
-    _write_csv(output / "skipped.csv", [{"path": p, "reason": r} for p, r in skipped], ["path", "reason"])
-    display = _display_size(args, info)
-    sheet = write_contact_sheet(rows, output, Geometry.for_size(display), max_images=args.grid) if args.grid else None
-    report_rows = [
-        {**r, "path": _display_path(Path(r["path"]), inputs.root), "label_idx": r["label_idx"] if r["label_idx"] != "" else None}
-        for r in rows
-    ]
-    write_report(
-        output,
-        report_rows,
-        class_names=info.class_names,
-        skipped=skipped,
-        contact_sheet=sheet,
-        predictions_csv=output / "predictions.csv",
-        details={
-            "input": str(args.input),
-            "model": info.source,
-            "layer": args.choice["layer"],
-            "method": f"{_method_title(args.choice['method'])} ({args.choice['source']})",
-            "alignment": args.alignment,
-            "size": f"{info.size[0]}x{info.size[1]}",
-            "device": f"{device}" + (f" x {world} ranks" if world > 1 else ""),
-        },
-        page_size=args.page_size,
+def _overlay_options(args: argparse.Namespace, info: ModelInfo, class_idx: int | None) -> OverlayOptions:
+    """The library's options from the command line (after ``args.choice`` is resolved)."""
+    return OverlayOptions(
+        method=args.choice["method"],
+        layer=args.choice["layer"],
+        alignment=args.alignment,
+        display=display_size(args.display_size, info.size),
+        class_idx=class_idx,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        memory_format=args.memory_format,
+        alpha=args.alpha,
+        colormap=int(args.colormap) if args.colormap.isdigit() else args.colormap,
+        png_compression=args.png_compression,
+        writers=args.writers,
+        profile=args.profile,
     )
+
+
+def _gather(rows: list[dict], failed: list[tuple[str, str]], rank: int, world: int) -> tuple[list[dict], list]:
+    """Every rank's rows and failures on rank 0 (other ranks get their own back)."""
+    import torch.distributed as dist
+
+    gathered: list | None = [None] * world if rank == 0 else None
+    dist.gather_object((rows, failed), gathered, dst=0)
+    if rank != 0:
+        return rows, failed
+    return [r for part, _ in gathered for r in part], [f for _, part in gathered for f in part]
+
+
+def _report_details(args: argparse.Namespace, info: ModelInfo, device: torch.device, world: int) -> dict[str, str]:
+    """The ``name: value`` lines of the report's header."""
+    return {
+        "input": str(args.input),
+        "model": info.source,
+        "layer": args.choice["layer"],
+        "method": f"{_method_title(args.choice['method'])} ({args.choice['source']})",
+        "alignment": args.alignment,
+        "size": f"{info.size[0]}x{info.size[1]}",
+        "device": f"{device}" + (f" x {world} ranks" if world > 1 else ""),
+    }
