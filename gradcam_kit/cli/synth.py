@@ -38,14 +38,11 @@ def run(args: argparse.Namespace) -> int:
         ValueError: a bad size, count or fraction (before anything is written).
         FileExistsError: ``--out`` is not empty and ``--overwrite`` was not given.
     """
-    from ..data.synthetic import _check_size, is_positive, write_image_folder
+    from ..data.synthetic import check_settings, write_image_folder
     from .outputs import OutputFolder
 
     splits = {"train": args.train, "val": args.val, "test": args.test}
-    if any(n < 0 for n in splits.values()) or not any(splits.values()):
-        raise ValueError(f"image counts must be >= 0 and not all zero, got {splits}")
-    _check_size(args.size)
-    is_positive(0, args.positive_fraction)  # validates the fraction
+    check_settings(splits, size=args.size, positive_fraction=args.positive_fraction)
     output = OutputFolder(args.out, command="synth", overwrite=args.overwrite, flag="--out")
     with output:
         counts = write_image_folder(

@@ -46,6 +46,7 @@ __all__ = [
     "SPLIT_OFFSETS",
     "SyntheticSample",
     "SyntheticXRayDataset",
+    "check_settings",
     "generate",
     "generate_sample",
     "is_positive",
@@ -306,6 +307,23 @@ class SyntheticXRayDataset(Dataset):
             image = self.transform(image)
         label = int(self.labels[index])
         return (image, label, self.masks[index]) if self.return_mask else (image, label)
+
+
+def check_settings(splits: Mapping[str, int], *, size: int, positive_fraction: float) -> None:
+    """Checks the settings of a dataset before anything is written.
+
+    Args:
+        splits: images per split, e.g. ``{"train": 400, "val": 100, "test": 200}``.
+        size: image side in pixels.
+        positive_fraction: share of images with a lesion.
+
+    Raises:
+        ValueError: a negative count, all counts zero, a size below 16 or a fraction outside [0, 1].
+    """
+    if any(n < 0 for n in splits.values()) or not any(splits.values()):
+        raise ValueError(f"image counts must be >= 0 and not all zero, got {dict(splits)}")
+    _check_size(size)
+    is_positive(0, positive_fraction)  # validates the fraction
 
 
 def write_image_folder(
