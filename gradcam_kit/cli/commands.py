@@ -39,7 +39,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "explain": ("gradcam_kit.cli.explain", "overlays, predictions.csv and an HTML report for images"),
     "compare": ("gradcam_kit.cli.compare", "CAM methods x faithfulness metrics on a dataset"),
     "figures": ("gradcam_kit.viz.figures", "Grad-CAM / Grad-CAM++ / layer-wise figure grids"),
-    "arch": ("gradcam_kit.models.architecture", "stages, output shapes and parameter counts of a model"),
+    "arch": ("gradcam_kit.cli.arch", "stages, output shapes and parameter counts of a model"),
 }
 
 #: Set to 1 to print the traceback of a user error as well (same as ``--debug``).
