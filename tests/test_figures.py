@@ -10,14 +10,13 @@ import torch
 from PIL import Image
 from torchvision.models import resnet18
 
+from gradcam_kit.cli.figures import add_arguments, run
 from gradcam_kit.viz.figures import (
     LAYERS,
     _titles,
-    add_arguments,
     attention_grid_figure,
     attention_maps,
     overlays_figure,
-    run,
 )
 from gradcam_kit.viz.render import overlay, to_numpy_images
 from resnet50 import ResNet50FineTuned
@@ -182,8 +181,8 @@ def test_command_selection_errors(tmp_path):
 
 
 def test_checkpoint_metadata_sets_size_normalisation_and_class_names(tmp_path, capsys):
+    from gradcam_kit.cli.figures import _preprocessing
     from gradcam_kit.models.checkpoint import save_checkpoint
-    from gradcam_kit.viz.figures import _preprocessing
 
     path = save_checkpoint(tmp_path / "m.pt", ResNet50FineTuned(2, weights=None), num_classes=2,
                            class_names=["normal", "lesion"], input_size=[SIZE, SIZE],

@@ -110,7 +110,7 @@ def test_demo_uses_the_workflow_checkpoint_when_it_exists(workflow, tmp_path, mo
 
 
 @pytest.mark.parametrize(("module", "argv", "expected"), [
-    ("gradcam_kit.viz.figures", ["--image", "x.png", "--out", "o", "--weights", "DEFAULT", "--size", "96"],
+    ("gradcam_kit.cli.figures", ["--image", "x.png", "--out", "o", "--weights", "DEFAULT", "--size", "96"],
      {"output": "o", "weights": "imagenet", "size": 96}),
     ("gradcam_kit.cli.compare", ["--data", "d", "--output", "o", "--weights", "ImageNet", "--image-size", "96"],
      {"output": "o", "weights": "imagenet", "size": 96}),

@@ -38,7 +38,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("gradcam_kit.cli.evaluate", "accuracy, AUROC and pointing game per target layer"),
     "explain": ("gradcam_kit.cli.explain", "overlays, predictions.csv and an HTML report for images"),
     "compare": ("gradcam_kit.cli.compare", "CAM methods x faithfulness metrics on a dataset"),
-    "figures": ("gradcam_kit.viz.figures", "Grad-CAM / Grad-CAM++ / layer-wise figure grids"),
+    "figures": ("gradcam_kit.cli.figures", "Grad-CAM / Grad-CAM++ / layer-wise figure grids"),
     "arch": ("gradcam_kit.cli.arch", "stages, output shapes and parameter counts of a model"),
 }
 

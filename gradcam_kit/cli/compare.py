@@ -336,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.datasets import ImageDataset
     from ..data.preprocess import build_transform
     from ..models.architecture import build_model, default_target_layer
-    from ..viz.figures import _preprocessing
+    from .figures import _preprocessing
     from .options import resolve_map_options
 
     for flag, value in (("--batch-size", args.batch_size), ("--steps", args.steps),
