@@ -336,7 +336,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.datasets import ImageDataset
     from ..data.preprocess import build_transform
     from ..models.architecture import build_model, default_target_layer
-    from .figures import _preprocessing
+    from ..models.preprocessing import input_preprocessing
     from .options import resolve_map_options
 
     for flag, value in (("--batch-size", args.batch_size), ("--steps", args.steps),
@@ -357,7 +357,7 @@ def run(args: argparse.Namespace) -> int:
         from .outputs import OutputFolder
 
         outputs = OutputFolder(args.output, command="compare", overwrite=args.overwrite)
-        size, normalization = _preprocessing(args)
+        size, normalization = input_preprocessing(args.checkpoint, args.size)
         model, description = build_model(
             checkpoint=args.checkpoint, model="finetuned", weights=args.weights,
             num_classes=args.num_classes,

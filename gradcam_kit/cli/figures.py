@@ -64,34 +64,6 @@ def _select(count: int, args: argparse.Namespace) -> list[int]:
     return sorted({round(k * (count - 1) / max(wanted - 1, 1)) for k in range(wanted)})
 
 
-def _preprocessing(args: argparse.Namespace) -> tuple[int, dict[str, list[float]]]:
-    """Input size and normalisation: the flags, else the checkpoint's metadata, else ImageNet's.
-
-    Returns ``(size, {"mean": ..., "std": ...})`` (the dict empty for the defaults), ready
-    for :func:`gradcam_kit.data.preprocess.build_transform`.
-    """
-    stored: dict = {}
-    if args.checkpoint is not None:
-        from ..models.checkpoint import load_checkpoint
-
-        stored = load_checkpoint(args.checkpoint)
-    if args.size is not None:
-        if args.size < 32:
-            raise ValueError(f"--size must be at least 32 (ResNet downsamples 32x), got {args.size}")
-        size = args.size
-    else:
-        size = stored.get("input_size", 224)
-        if isinstance(size, (list, tuple)):
-            size = int(size[-1]) if size else 224
-        size = int(size)
-    normalization = {
-        key: [float(v) for v in stored[key]]
-        for key in ("mean", "std")
-        if isinstance(stored.get(key), (list, tuple)) and len(stored[key]) == 3
-    }
-    return size, normalization
-
-
 def _default_methods(method: str) -> list[str]:
     """The checkpoint's method, then Grad-CAM++ (or Grad-CAM) beside it."""
     return [method, "gradcam++" if method != "gradcam++" else "gradcam"]
@@ -106,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
     from ..data.preprocess import build_transform, load_image
     from ..methods import method_title
     from ..models.architecture import build_model
+    from ..models.preprocessing import input_preprocessing
     from ..viz.figures import save_figures
     from .options import resolve_map_options
 
@@ -125,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         outputs = OutputFolder(args.output, command="figures", overwrite=args.overwrite)
         inputs = collect_inputs(args.image if args.image is not None else args.folder)
         chosen = [inputs.items[i] for i in _select(len(inputs.items), args)]
-        size, normalization = _preprocessing(args)
+        size, normalization = input_preprocessing(args.checkpoint, args.size)
         num_classes = args.num_classes or (1000 if args.weights == "imagenet" else 2)
         model, description = build_model(
             checkpoint=args.checkpoint, model="finetuned", weights=args.weights,
