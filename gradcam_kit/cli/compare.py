@@ -49,26 +49,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def run(args: argparse.Namespace) -> int:
-    """Runs ``compare``; returns the exit status."""
-    import torch
-    from torch.utils.data import DataLoader, Subset
-
-    from ..data.datasets import ImageDataset
-    from ..data.preprocess import build_transform
+def _checked_methods(args: argparse.Namespace) -> list[str]:
+    """The methods to compare, once the counts and the method names are checked."""
     from ..methods import METHODS
-    from ..metrics.comparison import (
-        DEFAULT_METHODS,
-        available_methods,
-        compare_methods,
-        default_cascade,
-        format_markdown,
-        scorecam_estimate,
-        write_results,
-    )
-    from ..models.architecture import build_model, default_target_layer
-    from ..models.preprocessing import input_preprocessing
-    from .options import resolve_map_options
+    from ..metrics.comparison import DEFAULT_METHODS, available_methods
 
     for flag, value in (("--batch-size", args.batch_size), ("--steps", args.steps),
                         ("--chunk-size", args.chunk_size), ("--max-images", args.max_images)):
@@ -79,6 +63,28 @@ def run(args: argparse.Namespace) -> int:
     if args.method and len(methods) != len(requested):
         missing = sorted(set(requested) - set(methods))
         raise SystemExit(f"compare: unknown method(s) {missing}; available: {sorted(METHODS)}")
+    return methods
+
+
+def run(args: argparse.Namespace) -> int:
+    """Runs ``compare``; returns the exit status."""
+    import torch
+    from torch.utils.data import DataLoader, Subset
+
+    from ..data.datasets import ImageDataset
+    from ..data.preprocess import build_transform
+    from ..metrics.comparison import (
+        compare_methods,
+        default_cascade,
+        format_markdown,
+        scorecam_estimate,
+        write_results,
+    )
+    from ..models.architecture import build_model, default_target_layer
+    from ..models.preprocessing import input_preprocessing
+    from .options import resolve_map_options
+
+    methods = _checked_methods(args)
     cascade = None if args.cascade == "auto" else [s.strip() for s in args.cascade.split(",") if s.strip()]
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
     split = args.split

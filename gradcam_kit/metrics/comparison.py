@@ -38,6 +38,7 @@ from torch import Tensor, nn
 from ..core.engine import CAMEngine
 from ..methods import METHODS, CAMMethod, get_method
 from .faithfulness import (
+    Explainer,
     auc,
     average_drop,
     cam_explainer,
@@ -149,26 +150,15 @@ def compare_methods(
     """
     from tqdm.auto import tqdm
 
-    from ..core.engine import min_max_normalize, upsample
-    from .localization import pointing_game
-
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
-    if not methods:
-        raise ValueError("name at least one method to compare")
+    _check_methods(methods)
     cascade = list(default_cascade(model, target_layer) if cascade is None else cascade)
-    collected: dict[str, dict[str, list[Tensor]]] = {
-        m: {k: [] for k in ("deletion", "insertion", "original", "explained", "random", "hits")}
-        for m in methods
-    }
+    collected = {method: {key: [] for key in _COLLECTED} for method in methods}
     seconds = dict.fromkeys(methods, 0.0)
     images_seen = 0
     warmed_up = False
     for batch in tqdm(batches, desc="compare", unit="batch", total=total, disable=not progress):
         images = batch[0]
-        masks = batch[2] if len(batch) > 2 else None
-        device = images.device
+        masks = batch[2].to(images.device) if len(batch) > 2 else None
         with torch.no_grad():
             logits = model(images)
         classes = logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] >= 0).long()
@@ -181,54 +171,102 @@ def compare_methods(
         images_seen += images.shape[0]
         for method in methods:
             cam_method = _method(method, chunk_size)
-            engine = CAMEngine(model, target_layer, method=cam_method)
-            _synchronize(device)
-            start = time.perf_counter()
-            with torch.no_grad():
-                raw = next(iter(engine.explain(images, classes, output_size=None, normalize=False).heatmaps.values()))
-                heatmaps = min_max_normalize(upsample(raw, tuple(images.shape[-2:]), alignment=alignment))
-            _synchronize(device)
-            seconds[method] += time.perf_counter() - start
-            store = collected[method]
-            store["deletion"].append(auc(deletion_curve(
-                model, images, heatmaps, classes, steps=steps, chunk_size=chunk_size)))
-            store["insertion"].append(auc(insertion_curve(
-                model, images, heatmaps, classes, steps=steps, chunk_size=chunk_size)))
-            original, explained = confidence_scores(model, images, heatmaps, classes, chunk_size=chunk_size)
-            store["original"].append(original)
-            store["explained"].append(explained)
-            store["random"].append(model_randomization(
-                model, images, cam_explainer(target_layer, cam_method), classes, cascade=cascade
-            ).correlations)
-            if masks is not None:
-                masks = masks.to(device)
-                has_mask = masks.flatten(1).any(1)
-                hits = pointing_game(raw, masks, tolerance_px, reference_size=224, alignment=alignment)
-                store["hits"].append(hits[has_mask])
+            raw, heatmaps, elapsed = _timed_maps(model, images, classes, target_layer, cam_method, alignment)
+            seconds[method] += elapsed
+            _score_maps(
+                collected[method], model, images, classes, raw, heatmaps, masks,
+                explainer=cam_explainer(target_layer, cam_method), steps=steps,
+                chunk_size=chunk_size, cascade=cascade, tolerance_px=tolerance_px, alignment=alignment,
+            )
     if images_seen == 0:
         raise ValueError("the dataset yielded no images to compare on")
+    return [_row(method, collected[method], images_seen, seconds[method], cascade) for method in methods]
 
-    rows = []
-    for method in methods:
-        store = {k: torch.cat(v) if v else None for k, v in collected[method].items()}
-        random = store["random"]
-        hits = store["hits"]
-        # The one host copy of the results.
-        row: dict[str, object] = {
-            "method": method,
-            "images": images_seen,
-            "deletion_auc": store["deletion"].mean().item(),
-            "insertion_auc": store["insertion"].mean().item(),
-            "average_drop": average_drop(store["original"], store["explained"]).item(),
-            "increase_in_confidence": increase_in_confidence(store["original"], store["explained"]).item(),
-            "randomization_corr": random[:, -1].mean().item(),
-            "randomization_cascade": dict(zip(cascade, random.mean(0).tolist(), strict=True)),
-            "pointing_game": 100 * hits.float().mean().item() if hits is not None and hits.numel() else None,
-            "pointing_images": int(hits.numel()) if hits is not None else 0,
-            "seconds_per_image": seconds[method] / images_seen,
-        }
-        rows.append(row)
-    return rows
+
+#: What :func:`_score_maps` collects per method, batch by batch.
+_COLLECTED = ("deletion", "insertion", "original", "explained", "random", "hits")
+
+
+def _check_methods(methods: Sequence[str]) -> None:
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        raise ValueError(f"unknown method(s) {unknown}; available: {sorted(METHODS)}")
+    if not methods:
+        raise ValueError("name at least one method to compare")
+
+
+def _timed_maps(
+    model: nn.Module, images: Tensor, classes: Tensor, target_layer: str, cam_method: CAMMethod, alignment: str
+) -> tuple[Tensor, Tensor, float]:
+    """The raw maps at the layer's resolution, the normalised maps at the input size, and the
+    seconds the explanation took (the device synchronised around it)."""
+    from ..core.engine import min_max_normalize, upsample
+
+    engine = CAMEngine(model, target_layer, method=cam_method)
+    device = images.device
+    _synchronize(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        raw = next(iter(engine.explain(images, classes, output_size=None, normalize=False).heatmaps.values()))
+        heatmaps = min_max_normalize(upsample(raw, tuple(images.shape[-2:]), alignment=alignment))
+    _synchronize(device)
+    return raw, heatmaps, time.perf_counter() - start
+
+
+def _score_maps(
+    store: dict[str, list[Tensor]],
+    model: nn.Module,
+    images: Tensor,
+    classes: Tensor,
+    raw: Tensor,
+    heatmaps: Tensor,
+    masks: Tensor | None,
+    *,
+    explainer: Explainer,
+    steps: int,
+    chunk_size: int,
+    cascade: list[str],
+    tolerance_px: float,
+    alignment: str,
+) -> None:
+    """Appends one batch's per-image scores of one method to ``store`` (kept on the device)."""
+    from .localization import pointing_game
+
+    store["deletion"].append(auc(deletion_curve(
+        model, images, heatmaps, classes, steps=steps, chunk_size=chunk_size)))
+    store["insertion"].append(auc(insertion_curve(
+        model, images, heatmaps, classes, steps=steps, chunk_size=chunk_size)))
+    original, explained = confidence_scores(model, images, heatmaps, classes, chunk_size=chunk_size)
+    store["original"].append(original)
+    store["explained"].append(explained)
+    store["random"].append(model_randomization(
+        model, images, explainer, classes, cascade=cascade
+    ).correlations)
+    if masks is not None:
+        has_mask = masks.flatten(1).any(1)
+        hits = pointing_game(raw, masks, tolerance_px, reference_size=224, alignment=alignment)
+        store["hits"].append(hits[has_mask])
+
+
+def _row(
+    method: str, collected: dict[str, list[Tensor]], images: int, seconds: float, cascade: list[str]
+) -> dict[str, object]:
+    """One method's row of the table from its collected scores (the one host copy of them)."""
+    store = {k: torch.cat(v) if v else None for k, v in collected.items()}
+    random, hits = store["random"], store["hits"]
+    return {
+        "method": method,
+        "images": images,
+        "deletion_auc": store["deletion"].mean().item(),
+        "insertion_auc": store["insertion"].mean().item(),
+        "average_drop": average_drop(store["original"], store["explained"]).item(),
+        "increase_in_confidence": increase_in_confidence(store["original"], store["explained"]).item(),
+        "randomization_corr": random[:, -1].mean().item(),
+        "randomization_cascade": dict(zip(cascade, random.mean(0).tolist(), strict=True)),
+        "pointing_game": 100 * hits.float().mean().item() if hits is not None and hits.numel() else None,
+        "pointing_images": int(hits.numel()) if hits is not None else 0,
+        "seconds_per_image": seconds / images,
+    }
 
 
 def format_markdown(rows: Sequence[dict[str, object]]) -> str:
