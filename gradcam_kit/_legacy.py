@@ -32,7 +32,7 @@ MOVED: dict[str, str] = {
         "layer_strips": "viz.layer_strips", "report": "viz.report", "figures": "viz.figures",
         "train": "training.train", "distributed": "training.distributed",
         "options": "cli.options", "outputs": "cli.outputs", "workflow": "cli.workflow",
-        "evaluate": "cli.evaluate", "explain": "cli.explain", "compare": "cli.compare",
+        "evaluate": "metrics.pointing", "explain": "cli.explain", "compare": "metrics.comparison",
     }.items()
 }
 #: old module that is now a package -> the module that holds the old module's names

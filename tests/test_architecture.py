@@ -11,7 +11,8 @@ import torch
 from PIL import Image
 from torchvision.models import resnet18, resnet50
 
-from gradcam_kit.models.architecture import add_arguments, analyze, build_model, run
+from gradcam_kit.cli.arch import add_arguments, run
+from gradcam_kit.models.architecture import analyze, build_model
 from gradcam_kit.models.checkpoint import save_checkpoint
 from resnet50 import ResNet50FineTuned
 

@@ -12,16 +12,15 @@ import torch
 from PIL import Image
 from torch import nn
 
-from gradcam_kit.cli.compare import (
+from gradcam_kit.cli.compare import add_arguments, run
+from gradcam_kit.methods import METHODS
+from gradcam_kit.metrics.comparison import (
     COLUMNS,
     DEFAULT_METHODS,
-    add_arguments,
     available_methods,
     compare_methods,
     format_markdown,
-    run,
 )
-from gradcam_kit.methods import METHODS
 
 
 class TinyNet(nn.Module):
@@ -135,7 +134,7 @@ def test_command_rejects_bad_options(tmp_path):
 def test_default_cascade_reaches_the_target_layer_stage():
     from torchvision.models import resnet18
 
-    from gradcam_kit.cli.compare import default_cascade
+    from gradcam_kit.metrics.comparison import default_cascade
 
     model = resnet18(weights=None)
     assert default_cascade(model, "layer4.1.conv2") == ["fc", "layer4"]

@@ -10,10 +10,15 @@ import pytest
 import torch
 
 from gradcam_kit import cli
-from gradcam_kit.cli.evaluate import center_baseline, point_hits, pointing_game, scaled_tolerance
 from gradcam_kit.data.datasets import ImageDataset
 from gradcam_kit.data.preprocess import build_transform
 from gradcam_kit.data.synthetic import write_image_folder
+from gradcam_kit.metrics.localization import (
+    center_baseline,
+    point_hits,
+    pointing_game,
+    scaled_tolerance,
+)
 from gradcam_kit.models.checkpoint import save_checkpoint
 from resnet50 import ResNet50FineTuned
 
@@ -131,7 +136,7 @@ def test_evaluate_command_all_layers_in_one_table(tmp_path, capsys):
 
 
 def test_single_logit_head_from_a_csv(tmp_path):
-    from gradcam_kit.cli.evaluate import evaluate_pointing
+    from gradcam_kit.metrics.pointing import evaluate_pointing
 
     data = tmp_path / "data"
     write_image_folder(data, {"test": 4}, size=32, seed=1, progress=False)

@@ -10,14 +10,13 @@ import torch
 from PIL import Image
 from torchvision.models import resnet18
 
+from gradcam_kit.cli.figures import add_arguments, run
 from gradcam_kit.viz.figures import (
     LAYERS,
     _titles,
-    add_arguments,
     attention_grid_figure,
     attention_maps,
     overlays_figure,
-    run,
 )
 from gradcam_kit.viz.render import overlay, to_numpy_images
 from resnet50 import ResNet50FineTuned
@@ -183,17 +182,16 @@ def test_command_selection_errors(tmp_path):
 
 def test_checkpoint_metadata_sets_size_normalisation_and_class_names(tmp_path, capsys):
     from gradcam_kit.models.checkpoint import save_checkpoint
-    from gradcam_kit.viz.figures import _preprocessing
+    from gradcam_kit.models.preprocessing import input_preprocessing
 
     path = save_checkpoint(tmp_path / "m.pt", ResNet50FineTuned(2, weights=None), num_classes=2,
                            class_names=["normal", "lesion"], input_size=[SIZE, SIZE],
                            mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
-    args = _args("--image", "x.png", "--checkpoint", str(path))
-    assert _preprocessing(args) == (SIZE, {"mean": [0.5] * 3, "std": [0.25] * 3})
-    args = _args("--image", "x.png", "--checkpoint", str(path), "--size", "96")
-    assert _preprocessing(args)[0] == 96
+    assert input_preprocessing(path) == (SIZE, {"mean": [0.5] * 3, "std": [0.25] * 3})
+    assert input_preprocessing(path, 96)[0] == 96
+    assert input_preprocessing() == (224, {})
     with pytest.raises(ValueError, match="at least 32"):
-        _preprocessing(_args("--image", "x.png", "--size", "8"))
+        input_preprocessing(size=8)
 
     data = _write_folder(tmp_path / "data", count=1)
     out = tmp_path / "out"

@@ -110,13 +110,13 @@ def test_demo_uses_the_workflow_checkpoint_when_it_exists(workflow, tmp_path, mo
 
 
 @pytest.mark.parametrize(("module", "argv", "expected"), [
-    ("gradcam_kit.viz.figures", ["--image", "x.png", "--out", "o", "--weights", "DEFAULT", "--size", "96"],
+    ("gradcam_kit.cli.figures", ["--image", "x.png", "--out", "o", "--weights", "DEFAULT", "--size", "96"],
      {"output": "o", "weights": "imagenet", "size": 96}),
     ("gradcam_kit.cli.compare", ["--data", "d", "--output", "o", "--weights", "ImageNet", "--image-size", "96"],
      {"output": "o", "weights": "imagenet", "size": 96}),
     ("gradcam_kit.cli.explain", ["in", "--out", "o", "--image-size", "96", "--target-layer", "layer2"],
      {"output": "o", "size": 96, "layer": "layer2"}),
-    ("gradcam_kit.data.synthetic", ["--output", "o"], {"out": "o"}),
+    ("gradcam_kit.cli.synth", ["--output", "o"], {"out": "o"}),
     ("gradcam_kit.cli.evaluate", ["--checkpoint", "c", "--data", "d", "--size", "96", "--layer", "layer2"],
      {"image_size": 96, "layers": ["layer2"]}),
 ])

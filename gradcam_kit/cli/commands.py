@@ -34,13 +34,13 @@ __all__ = ["COMMANDS", "DEBUG_ENV", "EXIT_STATUSES", "NothingDone", "entry", "ma
 #: command -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "workflow": ("gradcam_kit.cli.workflow", "the whole job offline: synthetic X-rays, train, evaluate, explain"),
-    "synth": ("gradcam_kit.data.synthetic", "write a synthetic chest-X-ray-like dataset with lesion masks"),
+    "synth": ("gradcam_kit.cli.synth", "write a synthetic chest-X-ray-like dataset with lesion masks"),
     "train": ("gradcam_kit.training.train", "fine-tune ResNet50FineTuned on an ImageFolder or CSV dataset"),
     "evaluate": ("gradcam_kit.cli.evaluate", "accuracy, AUROC and pointing game per target layer"),
     "explain": ("gradcam_kit.cli.explain", "overlays, predictions.csv and an HTML report for images"),
     "compare": ("gradcam_kit.cli.compare", "CAM methods x faithfulness metrics on a dataset"),
-    "figures": ("gradcam_kit.viz.figures", "Grad-CAM / Grad-CAM++ / layer-wise figure grids"),
-    "arch": ("gradcam_kit.models.architecture", "stages, output shapes and parameter counts of a model"),
+    "figures": ("gradcam_kit.cli.figures", "Grad-CAM / Grad-CAM++ / layer-wise figure grids"),
+    "arch": ("gradcam_kit.cli.arch", "stages, output shapes and parameter counts of a model"),
 }
 
 #: Set to 1 to print the traceback of a user error as well (same as ``--debug``).

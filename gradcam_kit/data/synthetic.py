@@ -14,7 +14,8 @@ pixel noise does). The lesion changes global statistics far less than the random
 brightness and contrast do, so a classifier on the image mean and std stays at chance
 (tested in ``tests/test_synthetic.py``).
 
-Layout written by :func:`write_image_folder` (and ``python -m gradcam_kit synth``)::
+Layout written by :func:`write_image_folder` (and ``python -m gradcam_kit synth``,
+:mod:`gradcam_kit.cli.synth`)::
 
     <root>/<split>/<class>/<split>_00000.png                  the image (8-bit grayscale)
     <root>/masks/<split>/opacity/<split>_00001_mask.png       its mask (255 = lesion), positives only
@@ -27,7 +28,6 @@ The masks live in their own tree, outside the class folders, so torchvision's
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import random
@@ -46,11 +46,10 @@ __all__ = [
     "SPLIT_OFFSETS",
     "SyntheticSample",
     "SyntheticXRayDataset",
-    "add_arguments",
+    "check_settings",
     "generate",
     "generate_sample",
     "is_positive",
-    "run",
     "write_image_folder",
 ]
 
@@ -310,6 +309,23 @@ class SyntheticXRayDataset(Dataset):
         return (image, label, self.masks[index]) if self.return_mask else (image, label)
 
 
+def check_settings(splits: Mapping[str, int], *, size: int, positive_fraction: float) -> None:
+    """Checks the settings of a dataset before anything is written.
+
+    Args:
+        splits: images per split, e.g. ``{"train": 400, "val": 100, "test": 200}``.
+        size: image side in pixels.
+        positive_fraction: share of images with a lesion.
+
+    Raises:
+        ValueError: a negative count, all counts zero, a size below 16 or a fraction outside [0, 1].
+    """
+    if any(n < 0 for n in splits.values()) or not any(splits.values()):
+        raise ValueError(f"image counts must be >= 0 and not all zero, got {dict(splits)}")
+    _check_size(size)
+    is_positive(0, positive_fraction)  # validates the fraction
+
+
 def write_image_folder(
     root: str | Path,
     splits: Mapping[str, int],
@@ -371,48 +387,3 @@ def write_image_folder(
             writer.writerow(["path", "label", "mask"])
             writer.writerows(rows)
     return counts
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``python -m gradcam_kit synth``."""
-    parser.add_argument("--out", "--output", dest="out", default="data/synthetic", help="output folder (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels (default: %(default)s)")
-    parser.add_argument("--train", type=int, default=400, help="training images (default: %(default)s)")
-    parser.add_argument("--val", type=int, default=100, help="validation images (default: %(default)s)")
-    parser.add_argument("--test", type=int, default=200, help="held-out test images (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: %(default)s)")
-    parser.add_argument(
-        "--positive-fraction", type=float, default=0.5,
-        help="share of images with a lesion (default: %(default)s)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    parser.add_argument(
-        "--overwrite", action="store_true",
-        help="replace the dataset an earlier synth run wrote in --out (never other files)",
-    )
-
-
-def run(args: argparse.Namespace) -> int:
-    """Writes the dataset and prints what was written.
-
-    Raises:
-        ValueError: a bad size, count or fraction (before anything is written).
-        FileExistsError: ``--out`` is not empty and ``--overwrite`` was not given.
-    """
-    from ..cli.outputs import OutputFolder
-
-    splits = {"train": args.train, "val": args.val, "test": args.test}
-    if any(n < 0 for n in splits.values()) or not any(splits.values()):
-        raise ValueError(f"image counts must be >= 0 and not all zero, got {splits}")
-    _check_size(args.size)
-    is_positive(0, args.positive_fraction)  # validates the fraction
-    output = OutputFolder(args.out, command="synth", overwrite=args.overwrite, flag="--out")
-    with output:
-        counts = write_image_folder(
-            args.out, splits, size=args.size, seed=args.seed,
-            positive_fraction=args.positive_fraction, progress=not args.quiet,
-        )
-    for split, per_class in counts.items():
-        described = ", ".join(f"{n} {name}" for name, n in per_class.items())
-        print(f"{Path(args.out) / split}: {described} ({args.size}x{args.size}, seed {args.seed})")
-    return 0

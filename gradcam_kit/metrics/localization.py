@@ -170,7 +170,7 @@ def pointing_game(
 
     Returns:
         ``(B,)`` bool hits. Images with an empty mask count as misses; leave them out of
-        the score (see :func:`gradcam_kit.cli.evaluate.evaluate_pointing`).
+        the score (see :func:`gradcam_kit.metrics.pointing.evaluate_pointing`).
     """
     if heatmaps.ndim != 3:
         raise ValueError(f"heatmaps must be (B, H, W), got {tuple(heatmaps.shape)}")

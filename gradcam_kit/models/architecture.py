@@ -1,10 +1,11 @@
 """Architecture analysis of a ResNet: stages, output shapes, parameters, the Grad-CAM target.
 
-``python -m gradcam_kit arch`` prints, for a given input size, each stage of the network
+:func:`analyze` finds, for a given input size, each stage of the network
 (stem, layer1..layer4, avgpool, fc) with its output shape and parameter count, the total
 (25,557,032 = 25.6 M for torchvision's 1000-class ResNet50; 23,512,130 with the 2-class
 head of :class:`resnet50.ResNet50FineTuned`), trainable versus frozen parameters, and which
-layer Grad-CAM targets. ``--visualize`` draws the stages as a diagram (PNG).
+layer Grad-CAM targets; :func:`format_report` prints it and :func:`draw_architecture` draws
+the stages as a diagram (PNG). The ``arch`` command (:mod:`gradcam_kit.cli.arch`) shows them.
 
 Output shapes come from one real forward pass of a ``(1, 3, H, W)`` zero image through the
 stages in order, so they are exactly what the model computes.
@@ -12,7 +13,6 @@ stages in order, so they are exactly what the model computes.
 
 from __future__ import annotations
 
-import argparse
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -27,12 +27,10 @@ __all__ = [
     "RESNET_BUILDERS",
     "ArchitectureReport",
     "StageInfo",
-    "add_arguments",
     "analyze",
     "build_model",
     "draw_architecture",
     "format_report",
-    "run",
 ]
 
 #: torchvision builders the ``arch`` command accepts (random weights: only shapes matter).
@@ -367,66 +365,3 @@ def build_model(
         for name, parameter in built.named_parameters():
             parameter.requires_grad_(name.startswith("fc."))
     return built, f"torchvision {model} ({num_classes} classes, weights={weights})"
-
-
-# -- command line ------------------------------------------------------------------------
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``python -m gradcam_kit arch``."""
-    from ..cli.options import weights_name
-
-    parser.add_argument("--checkpoint", type=Path, help="checkpoint of ResNet50FineTuned to analyse")
-    parser.add_argument("--model", default="resnet50", choices=["finetuned", *RESNET_BUILDERS],
-                        help="without --checkpoint: torchvision builder, or 'finetuned' for "
-                             "ResNet50FineTuned (frozen backbone)")
-    parser.add_argument("--num-classes", type=int, default=1000, help="classes of the head")
-    parser.add_argument("--weights", default="none", type=weights_name, choices=["none", "imagenet"],
-                        help="weights to load (counts and shapes do not depend on them)")
-    parser.add_argument("--freeze-features", action=argparse.BooleanOptionalAction, default=None,
-                        help="freeze all but the head (default: the model's own default)")
-    parser.add_argument("--input-size", type=int, nargs="+", default=[224], metavar="N",
-                        help="input H [W] (default 224)")
-    parser.add_argument("--target-layer", help="Grad-CAM layer to report (default: the model's own)")
-    parser.add_argument("--visualize", action="store_true", help="also draw a diagram PNG")
-    parser.add_argument("--output", "--out", dest="output", type=Path, default=Path("outputs/architecture"),
-                        help="folder for the diagram and the JSON report")
-    parser.add_argument("--json", action="store_true", help="also write architecture.json")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace the files an earlier arch run wrote in --output (never other files)")
-
-
-def run(args: argparse.Namespace) -> int:
-    """Runs ``arch``; returns the exit status."""
-    import json
-
-    if args.num_classes < 1:
-        raise SystemExit(f"--num-classes must be at least 1, got {args.num_classes}")
-    if len(args.input_size) not in (1, 2):
-        raise SystemExit(f"--input-size takes H or H W, got {args.input_size}")
-    size = args.input_size[0] if len(args.input_size) == 1 else tuple(args.input_size)
-    try:
-        from ..cli.outputs import OutputFolder
-
-        outputs = None
-        if args.visualize or args.json:  # arch writes nothing otherwise
-            outputs = OutputFolder(args.output, command="arch", overwrite=args.overwrite)
-        model, description = build_model(
-            checkpoint=args.checkpoint, model=args.model, weights=args.weights,
-            num_classes=args.num_classes, freeze_features=args.freeze_features,
-        )
-        report = analyze(model, size, model_name=description, target_layer=args.target_layer)
-    except (ValueError, FileNotFoundError, RuntimeError) as err:
-        raise SystemExit(f"arch: {err}") from None
-    print(format_report(report))
-    if args.checkpoint is not None and args.freeze_features is None:
-        print("(trainable/frozen as loaded: ResNet50FineTuned freezes the backbone by default; "
-              "pass --no-freeze-features to count it as trainable)")
-    if outputs is None:
-        return 0
-    with outputs:
-        if args.visualize:
-            print(f"diagram: {draw_architecture(report, args.output / 'resnet_architecture.png')}")
-        if args.json:
-            out = args.output / "architecture.json"
-            out.write_text(json.dumps(report.to_dict(), indent=2))
-            print(f"report: {out}")
-    return 0
