@@ -44,7 +44,7 @@ from ..data.layouts import LAYOUTS
 
 # torch, numpy and the modules built on them are imported where they are used, so that
 # `gradcam-kit explain --help` does not import torch (about 2 s of a 2-core start-up).
-from .options import add_map_arguments
+from .options import add_dicom_window_argument, add_map_arguments
 
 if TYPE_CHECKING:
     import numpy as np
@@ -107,6 +107,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--seed", type=int, default=0, help="seed of --random")
     data.add_argument("--batch-size", type=int, default=16)
     data.add_argument("--num-workers", type=int, default=None, help="DataLoader decode workers (default: min(4, CPUs))")
+    add_dicom_window_argument(data)
 
     out = parser.add_argument_group("output")
     out.add_argument("--output", "--out", dest="output", type=Path, default=Path("explain_out"), help="folder for overlays/, predictions.csv, report.html")
@@ -422,7 +423,7 @@ def _explain_shard(
 
     display = _display_size(args, info)
     geometry = Geometry.for_size(display)
-    dataset = ExplainDataset(items, info.size, display)
+    dataset = ExplainDataset(items, info.size, display, dicom_window=args.dicom_window)
     workers = min(4, os.cpu_count() or 1) if args.num_workers is None else args.num_workers
     workers = min(workers, max(1, math.ceil(len(items) / args.batch_size)))
     loader = DataLoader(
