@@ -222,6 +222,8 @@ def test_image_dataset_passes_the_window_to_the_reader(pydicom, tmp_path):
     expected = np.round(linear_window(GRADIENT[:16, :16], 128, 129) * 255).astype(np.uint8)
     np.testing.assert_array_equal(np.asarray(user[0][0]), expected)
     np.testing.assert_array_equal(np.asarray(user[1][0]), expected)
+    with pytest.raises(ValueError, match="width must be at least 1"):  # before any image is decoded
+        ImageDataset.from_source(tmp_path, dicom_window=[40, 0])
 
 
 # -- errors -------------------------------------------------------------------------------

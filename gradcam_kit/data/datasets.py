@@ -35,7 +35,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .dicom import DICOM_EXTENSIONS, check_dicom, has_dicom_magic, is_dicom_path
+from .dicom import DICOM_EXTENSIONS, check_dicom, check_window, has_dicom_magic, is_dicom_path
 from .preprocess import open_image
 
 __all__ = [
@@ -326,6 +326,7 @@ class ImageDataset(Dataset):
     _labels: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.dicom_window = check_window(self.dicom_window)  # a bad window fails here, not per file
         self._labels = torch.tensor([s.label for s in self.samples], dtype=torch.long)
 
     @classmethod

@@ -28,7 +28,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .datasets import IMAGE_EXTENSIONS, is_image_file, is_mask_file
-from .dicom import DICOM_EXTENSIONS, has_dicom_magic, require_pydicom
+from .dicom import DICOM_EXTENSIONS, check_window, has_dicom_magic, require_pydicom
 from .layouts import LAYOUTS
 from .preprocess import open_image
 
@@ -235,6 +235,9 @@ class ExplainDataset(Dataset):
         display_size: the size of the pictures in the overlays; ``None`` = ``size``.
         dicom_window: ``(center, width)`` replacing the window of DICOM files (see
             :func:`gradcam_kit.data.dicom.read_dicom`); ``None``: each file's own.
+
+    Raises:
+        ValueError: a ``dicom_window`` that is not two finite numbers with width >= 1.
     """
 
     def __init__(
@@ -248,7 +251,7 @@ class ExplainDataset(Dataset):
         self.items = list(items)
         self.size = tuple(size)
         self.display_size = None if display_size in (None, self.size) else tuple(display_size)
-        self.dicom_window = dicom_window
+        self.dicom_window = check_window(dicom_window)  # a bad window fails here, not per file
 
     def __len__(self) -> int:
         return len(self.items)
