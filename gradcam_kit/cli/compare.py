@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     Score-CAM, whose cost is estimated before it starts); ``--layer`` the layer (default: the
     checkpoint's recommended one).
     """
-    from .options import add_map_arguments, weights_name
+    from .options import add_dicom_window_argument, add_map_arguments, weights_name
 
     parser.add_argument("--data", type=Path, required=True,
                         help="ImageFolder (<root>/<class>/*.png, masks beside as *_mask.png), "
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--overwrite", action="store_true",
                         help="replace the results an earlier run wrote in --output (never other files)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
+    add_dicom_window_argument(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -102,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         class_names = getattr(model, "class_names", None)
         dataset = ImageDataset.from_source(
             args.data, split, class_names=class_names, transform=build_transform(size, **normalization),
-            mask_size=(size, size),
+            mask_size=(size, size), dicom_window=args.dicom_window,
         )
     except (ValueError, FileNotFoundError, RuntimeError) as err:
         raise SystemExit(f"compare: {err}") from None

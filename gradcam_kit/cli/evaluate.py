@@ -33,6 +33,8 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m gradcam_kit evaluate``."""
+    from .options import add_dicom_window_argument
+
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by train (best.pt)")
     parser.add_argument("--data", required=True, help="dataset root, split folder or path,label,mask CSV")
     parser.add_argument("--split", default="test", help="split folder inside --data to report on, if present (default: %(default)s)")
@@ -56,6 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=16, help="(default: %(default)s)")
     parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: %(default)s)")
+    add_dicom_window_argument(parser)
     parser.add_argument("--json", default=None, help="where to write the results (default: <checkpoint folder>/evaluation.json)")
     parser.add_argument("--overlays", type=int, default=0, help="write overlays of this many positives (default: %(default)s)")
     parser.add_argument("--overlay-dir", default=None, help="(default: <checkpoint folder>/overlays)")
@@ -116,6 +119,7 @@ def _evaluate_split(model, args, data: Path, split: str | None, metadata: dict, 
     dataset = ImageDataset.from_source(
         data, split, class_names=metadata.get("class_names"),
         transform=build_transform(size, mean=mean, std=std), mask_size=size, return_index=True,
+        dicom_window=args.dicom_window,
     )
     loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
     return evaluate_pointing(

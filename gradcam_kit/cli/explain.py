@@ -45,7 +45,7 @@ from ..viz.overlays import (
     explain_images,
     write_results,
 )
-from .options import add_map_arguments
+from .options import add_dicom_window_argument, add_map_arguments
 
 if TYPE_CHECKING:
     import torch
@@ -98,6 +98,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--seed", type=int, default=0, help="seed of --random")
     data.add_argument("--batch-size", type=int, default=16)
     data.add_argument("--num-workers", type=int, default=None, help="DataLoader decode workers (default: min(4, CPUs))")
+    add_dicom_window_argument(data)
 
     out = parser.add_argument_group("output")
     out.add_argument("--output", "--out", dest="output", type=Path, default=Path("explain_out"), help="folder for overlays/, predictions.csv, report.html")
@@ -374,6 +375,7 @@ def _overlay_options(args: argparse.Namespace, info: ModelInfo, class_idx: int |
         png_compression=args.png_compression,
         writers=args.writers,
         profile=args.profile,
+        dicom_window=args.dicom_window,
     )
 
 

@@ -18,7 +18,13 @@ if TYPE_CHECKING:  # torch stays out of `--help`
 #: The choices of ``--alignment``, default first (the same as :data:`gradcam_kit.core.engine.ALIGNMENTS`).
 ALIGNMENT_CHOICES = ("receptive-field", "pixel")
 
-__all__ = ["add_map_arguments", "resolve_map_options", "warn_if_size_differs", "weights_name"]
+__all__ = [
+    "add_dicom_window_argument",
+    "add_map_arguments",
+    "resolve_map_options",
+    "warn_if_size_differs",
+    "weights_name",
+]
 
 
 def add_map_arguments(parser: argparse.ArgumentParser, *, several_methods: bool = False) -> None:
@@ -101,3 +107,25 @@ def warn_if_size_differs(requested: int | None, trained: object, *, flag: str = 
 def weights_name(value: str) -> str:
     """``--weights``: ``imagenet``, also spelled ``DEFAULT`` as ``train`` spells it, or ``none``."""
     return "imagenet" if value.lower() in ("imagenet", "default") else value.lower()
+
+
+class _DicomWindow(argparse.Action):
+    """Stores ``--dicom-window CENTER WIDTH`` as a validated ``(center, width)`` tuple."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from ..data.dicom import check_window
+
+        try:
+            setattr(namespace, self.dest, check_window(values))
+        except ValueError as err:
+            parser.error(f"{option_string}: {err}")
+
+
+def add_dicom_window_argument(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    """Adds ``--dicom-window CENTER WIDTH`` (``args.dicom_window``: a tuple or ``None``)."""
+    parser.add_argument(
+        "--dicom-window", nargs=2, type=float, default=None, metavar=("CENTER", "WIDTH"),
+        action=_DicomWindow,
+        help="window for DICOM images, in the units after rescale slope/intercept; replaces "
+        "each file's own VOI LUT or window (default: the file's; needs gradcam-kit[dicom])",
+    )

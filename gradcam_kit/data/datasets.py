@@ -2,9 +2,9 @@
 
 Two sources, one dataset class (:class:`ImageDataset`):
 
-* **ImageFolder**: ``<root>/<class>/*.png`` (any PIL-readable extension). A dataset root
-  may hold split folders, ``<root>/train/<class>/...``, ``<root>/val/...``,
-  ``<root>/test/...``; :func:`load_split` picks one.
+* **ImageFolder**: ``<root>/<class>/*.png`` (any PIL-readable extension, or DICOM: see
+  :func:`is_image_file`). A dataset root may hold split folders, ``<root>/train/<class>/...``,
+  ``<root>/val/...``, ``<root>/test/...``; :func:`load_split` picks one.
 * **CSV**: a header with ``path`` and ``label`` columns (and optionally ``mask``); paths are
   relative to the CSV's folder unless absolute; labels are class names or integer indices.
 
@@ -35,6 +35,7 @@ from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from .dicom import DICOM_EXTENSIONS, check_dicom, check_window, has_dicom_magic, is_dicom_path
 from .preprocess import open_image
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Sample",
     "csv_samples",
     "image_folder_samples",
+    "is_image_file",
     "is_mask_file",
     "load_mask",
     "load_split",
@@ -52,7 +54,7 @@ __all__ = [
     "verify_images",
 ]
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", *DICOM_EXTENSIONS)
 MASK_SUFFIX = "_mask"
 
 
@@ -63,6 +65,20 @@ class Sample:
     path: Path
     label: int
     mask: Path | None = None
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether a file found in a folder is read as an image: an image extension
+    (:data:`IMAGE_EXTENSIONS`), or a DICOM file without one (no extension, or a numeric one
+    as in UID-named files such as ``1.2.840.113619.2.55.3.1``) that holds ``DICM`` at byte 128.
+    A ``DICOMDIR`` index is not an image."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in IMAGE_EXTENSIONS:
+        return True
+    if path.name.upper() == "DICOMDIR" or not (suffix == "" or suffix[1:].isdigit()):
+        return False
+    return has_dicom_magic(path)
 
 
 def is_mask_file(path: str | os.PathLike) -> bool:
@@ -120,7 +136,7 @@ def image_folder_samples(
     for label, name in enumerate(names):
         files = sorted(
             p for p in (root / name).rglob("*")
-            if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not is_mask_file(p)
+            if p.is_file() and is_image_file(p) and not is_mask_file(p)
         )
         if not files:
             raise ValueError(
@@ -223,12 +239,19 @@ def load_split(
 def verify_images(samples: Sequence[Sample]) -> None:
     """Opens every image header (and mask) so a broken file fails now, not mid-training.
 
+    DICOM images are checked by :func:`gradcam_kit.data.dicom.check_dicom` (header and
+    decoder, not the pixels).
+
     Raises:
-        ValueError: names the first file PIL cannot read.
+        ValueError: names the first file PIL (or pydicom) cannot read.
+        RuntimeError: a DICOM image without pydicom or without its decoder.
     """
     for sample in samples:
         for path in (sample.path, sample.mask):
             if path is None:
+                continue
+            if path == sample.path and is_dicom_path(path):
+                check_dicom(path)  # its errors name the file and what to install
                 continue
             try:
                 with Image.open(path) as image:
@@ -290,6 +313,8 @@ class ImageDataset(Dataset):
         transform: e.g. :func:`gradcam_kit.data.preprocess.build_transform`; gets the PIL image.
         mask_size: ``(H, W)`` to return masks at (the model input size); ``None``: no masks.
         return_index: append the sample index (used to check distributed sharding).
+        dicom_window: ``(center, width)`` replacing the window of DICOM images (see
+            :func:`gradcam_kit.data.dicom.read_dicom`); ``None``: each file's own.
     """
 
     samples: list[Sample]
@@ -297,9 +322,11 @@ class ImageDataset(Dataset):
     transform: Callable[[Image.Image], Tensor] | None = None
     mask_size: tuple[int, int] | None = None
     return_index: bool = False
+    dicom_window: tuple[float, float] | None = None
     _labels: Tensor = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
+        self.dicom_window = check_window(self.dicom_window)  # a bad window fails here, not per file
         self._labels = torch.tensor([s.label for s in self.samples], dtype=torch.long)
 
     @classmethod
@@ -333,7 +360,8 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int) -> tuple:
         sample = self.samples[index]
         try:
-            image = open_image(sample.path)  # 8-bit L or RGB; 16-bit X-rays rescaled
+            # 8-bit L or RGB; 16-bit X-rays rescaled, DICOM windowed
+            image = open_image(sample.path, dicom_window=self.dicom_window)
         except Exception as err:
             raise ValueError(f"cannot read image {sample.path}: {err}") from None
         item: list[object] = [self.transform(image) if self.transform is not None else image, sample.label]

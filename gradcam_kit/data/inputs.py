@@ -5,6 +5,8 @@ ImageFolder split (``root/<class>/<image>``) or any folder, searched recursively
 Files that are not images are kept as *skipped* entries with the reason, so a run never
 aborts on them and the report can list them. Files named ``*_mask.<ext>`` are ground-truth
 masks that sit beside their images (:mod:`gradcam_kit.data.datasets`) and are not inputs.
+DICOM files count as images: ``.dcm``/``.dicom``, and files without an extension that
+hold ``DICM`` at byte 128 (:func:`gradcam_kit.data.datasets.is_image_file`).
 
 :class:`ExplainDataset` decodes in DataLoader workers and returns the image resized to
 the model's input size as **uint8** ``(3, H, W)``: normalisation happens once per batch on
@@ -25,7 +27,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .datasets import IMAGE_EXTENSIONS, is_mask_file
+from .datasets import IMAGE_EXTENSIONS, is_image_file, is_mask_file
+from .dicom import DICOM_EXTENSIONS, check_window, has_dicom_magic, require_pydicom
 from .layouts import LAYOUTS
 from .preprocess import open_image
 
@@ -79,8 +82,10 @@ def _visible(path: Path) -> bool:
     return not path.name.startswith(".")
 
 
-def _is_image_name(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_EXTENSIONS
+def _is_dicom(path: Path) -> bool:
+    """A DICOM input: a DICOM extension, or no image extension and ``DICM`` at byte 128."""
+    suffix = path.suffix.lower()
+    return suffix in DICOM_EXTENSIONS or (suffix not in IMAGE_EXTENSIONS and has_dicom_magic(path))
 
 
 def _scan(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
@@ -93,7 +98,7 @@ def _scan(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
             path = Path(dirpath) / name
             if not _visible(path) or is_mask_file(path):
                 continue
-            if _is_image_name(path):
+            if is_image_file(path):
                 images.append(path)
             else:
                 skipped.append((str(path), f"not an image file (extension {path.suffix or 'none'!r})"))
@@ -104,7 +109,7 @@ def _looks_like_imagefolder(folder: Path) -> bool:
     """torchvision's ImageFolder layout: class subfolders and no images directly in root."""
     entries = [p for p in folder.iterdir() if _visible(p)]
     has_dirs = any(p.is_dir() for p in entries)
-    loose_images = any(p.is_file() and _is_image_name(p) for p in entries)
+    loose_images = any(p.is_file() and is_image_file(p) for p in entries)
     return has_dirs and not loose_images
 
 
@@ -122,6 +127,7 @@ def collect_inputs(source: str | os.PathLike, *, layout: str = "auto") -> Inputs
     Raises:
         FileNotFoundError: ``source`` does not exist.
         ValueError: an unknown layout, a CSV without a ``path`` column, or no input at all.
+        RuntimeError: DICOM inputs but pydicom is not installed.
     """
     if layout not in LAYOUTS:
         raise ValueError(f"unknown layout {layout!r}; choose one of {list(LAYOUTS)}")
@@ -153,8 +159,10 @@ def collect_inputs(source: str | os.PathLike, *, layout: str = "auto") -> Inputs
         found = f"; skipped {len(inputs.skipped)} non-image file(s)" if inputs.skipped else ""
         raise ValueError(
             f"no images found in {source} (layout {inputs.layout!r}){found}; expected "
-            f"files ending in {', '.join(sorted(IMAGE_EXTENSIONS))}"
+            f"files ending in {', '.join(sorted(IMAGE_EXTENSIONS))} (or DICOM files without an extension)"
         )
+    if any(_is_dicom(item.path) for item in inputs.items):
+        require_pydicom()  # one message before any work, not one failure per file
     return inputs
 
 
@@ -225,6 +233,11 @@ class ExplainDataset(Dataset):
         items: the files.
         size: the model's input size ``(H, W)``.
         display_size: the size of the pictures in the overlays; ``None`` = ``size``.
+        dicom_window: ``(center, width)`` replacing the window of DICOM files (see
+            :func:`gradcam_kit.data.dicom.read_dicom`); ``None``: each file's own.
+
+    Raises:
+        ValueError: a ``dicom_window`` that is not two finite numbers with width >= 1.
     """
 
     def __init__(
@@ -232,10 +245,13 @@ class ExplainDataset(Dataset):
         items: Sequence[InputItem],
         size: tuple[int, int],
         display_size: tuple[int, int] | None = None,
+        *,
+        dicom_window: tuple[float, float] | None = None,
     ) -> None:
         self.items = list(items)
         self.size = tuple(size)
         self.display_size = None if display_size in (None, self.size) else tuple(display_size)
+        self.dicom_window = check_window(dicom_window)  # a bad window fails here, not per file
 
     def __len__(self) -> int:
         return len(self.items)
@@ -251,9 +267,9 @@ class ExplainDataset(Dataset):
         }
         start = time.perf_counter()
         try:
-            # 8-bit L or RGB (16-bit X-rays rescaled); a grayscale image is resized once,
-            # not three times.
-            image = open_image(item.path)
+            # 8-bit L or RGB (16-bit X-rays rescaled, DICOM windowed); a grayscale image is
+            # resized once, not three times.
+            image = open_image(item.path, dicom_window=self.dicom_window)
         except Exception as err:  # PIL raises OSError, SyntaxError, ValueError, DecompressionBomb...
             sample["error"] = f"cannot decode: {type(err).__name__}: {err}"
             sample["decode_s"] = time.perf_counter() - start

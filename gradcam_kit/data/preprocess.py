@@ -3,7 +3,7 @@
 Built from torchvision's transforms with the mean and std that the ImageNet weights
 carry (``ResNet50_Weights.IMAGENET1K_V2.transforms()``), not hand-written maths. The
 image is resized to a square without cropping, so a heatmap lines up with the whole
-original image.
+original image. DICOM files are read by :mod:`gradcam_kit.data.dicom` (pydicom, an extra).
 """
 
 from __future__ import annotations
@@ -17,6 +17,8 @@ from PIL import Image
 from torch import Tensor
 from torchvision.models import ResNet50_Weights
 from torchvision.transforms import v2
+
+from .dicom import DICOM_EXTENSIONS, has_dicom_magic, read_dicom
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -138,32 +140,53 @@ def _stretch_to_uint8(values: np.ndarray) -> np.ndarray:
     return np.round(scaled).clip(0, 255).astype(np.uint8)
 
 
-def open_image(path: str | Path) -> Image.Image:
+def open_image(path: str | Path, *, dicom_window: Sequence[float] | None = None) -> Image.Image:
     """Opens an image file as 8-bit ``"L"`` or ``"RGB"`` (see :func:`to_8bit`).
+
+    DICOM files (``.dcm``, ``.dicom``, or any file with ``DICM`` at byte 128 that PIL
+    cannot read) go through :func:`gradcam_kit.data.dicom.read_dicom`: rescale, VOI LUT or
+    window, MONOCHROME1 inverted, then :func:`to_8bit`. They need pydicom
+    (``pip install gradcam-kit[dicom]``).
+
+    Args:
+        path: the file.
+        dicom_window: ``(center, width)`` replacing a DICOM file's own window; ignored for
+            other images.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not an image PIL can read (names the file).
+        ValueError: the file is not an image PIL (or pydicom) can read (names the file).
+        RuntimeError: a DICOM file without pydicom, or without the decoder its
+            compression needs.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no image file at {path}")
+    if path.suffix.lower() in DICOM_EXTENSIONS:
+        return to_8bit(read_dicom(path, window=dicom_window))
     try:
         with Image.open(path) as image:
             image.load()
             return to_8bit(image)
     except (OSError, SyntaxError, ValueError) as err:
-        raise ValueError(f"cannot read {path} as an image: {err}") from None
+        if not has_dicom_magic(path):
+            raise ValueError(f"cannot read {path} as an image: {err}") from None
+    return to_8bit(read_dicom(path, window=dicom_window))
 
 
-def load_image(path: str | Path) -> Image.Image:
+def load_image(path: str | Path, *, dicom_window: Sequence[float] | None = None) -> Image.Image:
     """Opens an image file as RGB (16-bit grayscale is rescaled, see :func:`to_8bit`).
+
+    Args:
+        path: the file (DICOM too, see :func:`open_image`).
+        dicom_window: ``(center, width)`` replacing a DICOM file's own window.
 
     Raises:
         FileNotFoundError: the file does not exist.
-        ValueError: the file is not an image PIL can read.
+        ValueError: the file is not an image PIL or pydicom can read.
+        RuntimeError: see :func:`open_image`.
     """
-    return open_image(path).convert("RGB")
+    return open_image(path, dicom_window=dicom_window).convert("RGB")
 
 
 def preprocess(
@@ -171,19 +194,22 @@ def preprocess(
     size: int | Sequence[int] = 224,
     *,
     device: torch.device | str | None = None,
+    dicom_window: Sequence[float] | None = None,
 ) -> Tensor:
     """One image -> a ``(1, 3, H, W)`` batch ready for the model.
 
     Args:
-        image: a path, a PIL image, a numpy array (``(H, W)`` or ``(H, W, C)``) or a uint8
-            ``(C, H, W)`` tensor. 16-bit and float images are brought to 8 bits by one rule
-            (see :func:`to_8bit`), the same for a path, a PIL image and an array.
+        image: a path (DICOM too, see :func:`open_image`), a PIL image, a numpy array
+            (``(H, W)`` or ``(H, W, C)``) or a uint8 ``(C, H, W)`` tensor. 16-bit and float
+            images are brought to 8 bits by one rule (see :func:`to_8bit`), the same for a
+            path, a PIL image and an array.
         size: the model's input size: use the size the model was trained at (a checkpoint
             stores it; ``model.preprocess(image)`` uses it for you).
         device: where to put the batch.
+        dicom_window: ``(center, width)`` replacing a DICOM file's own window.
     """
     if isinstance(image, (str, Path)):
-        image = load_image(image)
+        image = load_image(image, dicom_window=dicom_window)
     elif isinstance(image, (Image.Image, np.ndarray)):
         image = to_8bit(image)
     batch = build_transform(size)(image).unsqueeze(0)

@@ -92,6 +92,8 @@ class OverlayOptions:
     png_compression: int = 1
     writers: int | None = None
     profile: bool = False
+    #: ``(center, width)`` replacing each DICOM file's own window, or ``None``
+    dicom_window: tuple[float, float] | None = None
 
 
 @dataclass
@@ -209,7 +211,7 @@ def _make_loader(items: list[InputItem], shard: _Shard):
     from ..data.inputs import ExplainDataset, collate_explain
 
     options = shard.options
-    dataset = ExplainDataset(items, shard.info.size, options.display)
+    dataset = ExplainDataset(items, shard.info.size, options.display, dicom_window=options.dicom_window)
     workers = min(4, os.cpu_count() or 1) if options.num_workers is None else options.num_workers
     workers = min(workers, max(1, math.ceil(len(items) / options.batch_size)))
     loader = DataLoader(
