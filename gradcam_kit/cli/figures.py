@@ -15,7 +15,7 @@ __all__ = ["add_arguments", "run"]
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``python -m gradcam_kit figures``."""
-    from .options import add_map_arguments, weights_name
+    from .options import add_dicom_window_argument, add_map_arguments, weights_name
 
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--image", type=Path, help="one image file")
@@ -43,6 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass")
     parser.add_argument("--alpha", type=float, default=0.5, help="heatmap weight in the overlays")
     parser.add_argument("--colormap", default="jet", help="OpenCV colormap name")
+    add_dicom_window_argument(parser)
 
 
 def _select(count: int, args: argparse.Namespace) -> list[int]:
@@ -119,7 +120,7 @@ def run(args: argparse.Namespace) -> int:
     written = []
     for start in tqdm(range(0, len(chosen), args.batch_size), desc="figures", unit="batch"):
         items = chosen[start : start + args.batch_size]
-        originals = [load_image(item.path) for item in items]
+        originals = [load_image(item.path, dicom_window=args.dicom_window) for item in items]
         batch = torch.stack([transform(image) for image in originals]).to(device)
         try:
             written += save_figures(
