@@ -26,17 +26,16 @@ names (``image-size`` or ``image_size``); flags given on the command line win.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
-from ..training.config import _OPTIONS, resolve_config
+from ..training.config import _OPTIONS, resolve_run
 
 __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of ``python -m gradcam_kit train`` (defaults resolved in :func:`resolve_config`)."""
+    """Options of ``python -m gradcam_kit train`` (defaults resolved in :func:`~gradcam_kit.training.config.resolve_config`)."""
     parser.add_argument("--config", default=None, help="YAML file whose keys are these flags' names; flags win")
     for name, (default, kind, help_text) in _OPTIONS.items():
         flag = "--" + name.replace("_", "-")
@@ -48,22 +47,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(flag, type=kind, default=argparse.SUPPRESS, help=help_text)
 
+
 def run(args: argparse.Namespace) -> int:
     """Trains; returns 0. Raises ``ValueError``/``FileNotFoundError``/``RuntimeError`` on bad input."""
     from ..training import train as training
     from ..training.distributed import cleanup, init_distributed
     from .outputs import OutputFolder
 
-    cfg = resolve_config(args)
+    cfg, resume = resolve_run(args)  # --resume's checkpoint is read once, here
     # Checked before any work; cleared (with --overwrite) only once the data is known good.
     # An earlier run's evaluation.json and overlays describe another model: they go too.
     outputs = OutputFolder(
         cfg.out, command="train", overwrite=bool(cfg.overwrite), flag="--out",
-        keep_own=bool(cfg.resume) and _inside(cfg.resume, cfg.out),
+        keep_own=bool(cfg.resume) and Path(cfg.out).resolve() in Path(cfg.resume).resolve().parents,
     )
     context = init_distributed(cfg.device)
     try:
-        return training._train(cfg, context, outputs)
+        return training.train(cfg, context, outputs, resume)
     except KeyboardInterrupt:
         if context.is_main:
             last = Path(cfg.out) / "last.pt"
@@ -74,9 +74,4 @@ def run(args: argparse.Namespace) -> int:
         if context.is_main:
             outputs.record()
         cleanup(context)
-
-
-def _inside(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
-    return Path(folder).resolve() in Path(path).resolve().parents
-
 

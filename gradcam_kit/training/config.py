@@ -10,7 +10,7 @@ import argparse
 import os
 from pathlib import Path
 
-__all__ = ["DEFAULTS", "OPTIONS", "load_config", "resolve_config"]
+__all__ = ["DEFAULTS", "OPTIONS", "load_config", "resolve_config", "resolve_run"]
 
 # name -> (default, type, help). Flags are the names with "-" for "_".
 _OPTIONS: dict[str, tuple[object, object, str]] = {
@@ -101,23 +101,38 @@ def resolve_config(args: argparse.Namespace) -> argparse.Namespace:
     ``train --resume runs/x/last.pt`` alone therefore continues the run with its own data,
     output folder, schedule and every other option; a flag given again overrides it.
     """
+    return resolve_run(args)[0]
+
+
+def resolve_run(args: argparse.Namespace) -> tuple[argparse.Namespace, dict | None]:
+    """:func:`resolve_config`, and the ``--resume`` checkpoint it read (read once, for the run).
+
+    Returns:
+        ``(config, checkpoint)``; ``checkpoint`` is ``None`` without ``--resume``.
+
+    Raises:
+        FileNotFoundError: no config file, or no checkpoint at ``--resume``.
+        ValueError: a bad config file or option value.
+    """
     values = dict(DEFAULTS)
     given = {k: v for k, v in vars(args).items() if k in _OPTIONS}
     config_path = getattr(args, "config", None)
     file_values = load_config(config_path) if config_path else {}
     resume = given.get("resume", file_values.get("resume"))
+    checkpoint = None
     if resume:
-        values.update(_stored_config(resume))
+        from ..models.checkpoint import load_checkpoint
+
+        checkpoint = load_checkpoint(resume)
+        values.update(_stored_config(checkpoint))
     values.update(file_values)
     values.update(given)
     _validate(values)
-    return argparse.Namespace(**values)
+    return argparse.Namespace(**values), checkpoint
 
 
-def _stored_config(path: str | os.PathLike) -> dict[str, object]:
-    from ..models.checkpoint import load_checkpoint
-
-    stored = load_checkpoint(path).get("train_config")
+def _stored_config(checkpoint: dict) -> dict[str, object]:
+    stored = checkpoint.get("train_config")
     if not isinstance(stored, dict):
         return {}
     return {k: v for k, v in stored.items() if k in _OPTIONS and k not in _NOT_RESUMED}
