@@ -333,9 +333,11 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``compare``; returns the exit status."""
     from torch.utils.data import DataLoader, Subset
 
+    from ..core.device import resolve_device
     from ..data.datasets import ImageDataset
     from ..data.preprocess import build_transform
-    from ..models.architecture import build_model, default_target_layer
+    from ..models.architecture import default_target_layer
+    from ..models.builder import load_model
     from ..viz.figures import _preprocessing
     from .options import resolve_map_options
 
@@ -349,7 +351,7 @@ def run(args: argparse.Namespace) -> int:
         missing = sorted(set(requested) - set(methods))
         raise SystemExit(f"compare: unknown method(s) {missing}; available: {sorted(METHODS)}")
     cascade = None if args.cascade == "auto" else [s.strip() for s in args.cascade.split(",") if s.strip()]
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device or "auto")
     split = args.split
     if split is None and (args.data / "test").is_dir():
         split = "test"
@@ -358,7 +360,7 @@ def run(args: argparse.Namespace) -> int:
 
         outputs = OutputFolder(args.output, command="compare", overwrite=args.overwrite)
         size, normalization = _preprocessing(args)
-        model, description = build_model(
+        model, description = load_model(
             checkpoint=args.checkpoint, model="finetuned", weights=args.weights,
             num_classes=args.num_classes,
         )

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..metrics.classification import classification_metrics
+from ..models.modules import freeze_backbone, unwrap_model
 from .distributed import DistributedContext, broadcast_buffers, gather_predictions
 
 __all__ = [
@@ -36,13 +37,11 @@ __all__ = [
 SEEN_ENV = "GRADCAM_KIT_DEBUG_SEEN"
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(getattr(model, "module", None), nn.Module) else model
-
-
 def _set_frozen(model: nn.Module, frozen: bool) -> None:
-    for name, parameter in model.named_parameters():
-        parameter.requires_grad_(not frozen or name.startswith("fc."))
+    if frozen:
+        freeze_backbone(model, head="fc")
+    else:
+        model.requires_grad_(True)
 
 
 def set_train_mode(model: nn.Module, frozen: bool) -> None:
@@ -142,7 +141,7 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, *, amp: 
         model.train(was_training)
     if not logits:  # an empty shard (more processes than validation images)
         empty = torch.zeros(0, dtype=torch.long, device=device)
-        outputs = _unwrap(model).fc.out_features
+        outputs = unwrap_model(model).fc.out_features
         return empty, torch.zeros(0, outputs, device=device), empty
     return torch.cat(indices), torch.cat(logits), torch.cat(targets)
 

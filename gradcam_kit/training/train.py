@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from ..metrics.classification import format_metrics, json_safe
+from ..models import builder as models
+from ..models.builder import resolve_weights
 from .checkpointing import ResumeState, restore_training, save_epoch
 from .config import DEFAULTS, load_config, resolve_config
 from .data import BalancedBatchSampler, TrainingData, load_data
@@ -50,44 +52,23 @@ __all__ = [
 ]
 
 
-def _weights_choice(weights: object) -> str | None:
-    if weights is None or str(weights).lower() in ("none", "null", "scratch", ""):
-        return None
-    if str(weights).lower() == "imagenet":  # the other commands' spelling of DEFAULT
-        return "DEFAULT"
-    return str(weights)
-
-
 def build_model(cfg: argparse.Namespace, num_classes: int) -> nn.Module:
-    """``ResNet50FineTuned`` started from ``--weights`` (a checkpoint path may hold another head)."""
-    from ..models.checkpoint import extract_state_dict, load_checkpoint, load_into
-    from ..models.resnet50 import ResNet50FineTuned
+    """``ResNet50FineTuned`` started from ``--weights`` (a checkpoint path may hold another head).
 
-    weights = _weights_choice(cfg.weights)
-    looks_like_path = weights is not None and (
-        Path(weights).exists() or os.sep in weights or Path(weights).suffix in (".pt", ".pth", ".ckpt", ".bin")
-    )
-    if not looks_like_path:
-        try:
-            return ResNet50FineTuned(
-                num_classes, freeze_features=False, weights=weights, target_layer=cfg.target_layer
-            )
-        except RuntimeError as err:
-            raise RuntimeError(
-                f"{err}.\nOffline? Pass --weights none to train from scratch "
-                "(or --weights <checkpoint path>)"
-            ) from None
-    path = Path(weights)
-    if not path.is_file():
-        raise FileNotFoundError(f"--weights {weights}: no such checkpoint file; pass DEFAULT, none or a path")
-    model = ResNet50FineTuned(num_classes, freeze_features=False, weights=None, target_layer=cfg.target_layer)
-    state = extract_state_dict(load_checkpoint(path), source=str(path))
-    head = {k: v for k, v in model.state_dict().items() if k.startswith("fc.")}
-    if any(k.endswith("fc.weight") and v.shape != head["fc.weight"].shape for k, v in state.items()):
-        # A backbone trained for another task: keep its features, start a new head.
-        state = {k: v for k, v in state.items() if not k.split(".")[-2:-1] == ["fc"]} | head
-    load_into(model, state, source=str(path))
-    return model
+    Raises:
+        RuntimeError: ImageNet weights neither cached nor downloadable (says to pass --weights none).
+        FileNotFoundError: ``--weights`` names a checkpoint file that is not there.
+    """
+    try:
+        return models.build_model(
+            "finetuned", weights=cfg.weights, num_classes=num_classes, freeze_features=False,
+            target_layer=cfg.target_layer,
+        )
+    except RuntimeError as err:
+        raise RuntimeError(
+            f"{err}.\nOffline? Pass --weights none to train from scratch "
+            "(or --weights <checkpoint path>)"
+        ) from None
 
 
 @dataclass
@@ -113,15 +94,15 @@ def _num_classes(cfg: argparse.Namespace, class_names: list[str]) -> int:
 
 
 def _freeze_choice(cfg: argparse.Namespace) -> tuple[str | None, bool]:
-    """``(weights, freeze)``: the resolved ``--weights`` and whether the backbone starts frozen."""
-    weights = _weights_choice(cfg.weights)
+    """``(weights, freeze)``: ``--weights`` as the log shows it and whether the backbone starts frozen."""
+    weights = resolve_weights(cfg.weights)
     freeze = cfg.freeze_features if cfg.freeze_features is not None else weights is not None
     if freeze and weights is None:
         raise ValueError(
             "--freeze-features with --weights none would train only the head on random features; "
             "drop --freeze-features (train from scratch) or pass pretrained --weights"
         )
-    return weights, freeze
+    return (str(cfg.weights) if isinstance(weights, Path) else weights), freeze
 
 
 def _build_parts(cfg: argparse.Namespace, data: TrainingData, num_classes: int, device: torch.device) -> _Parts:

@@ -430,15 +430,16 @@ def run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..cli.options import resolve_map_options
+    from ..core.device import resolve_device
     from ..data.inputs import collect_inputs
     from ..data.preprocess import build_transform, load_image
-    from ..models.architecture import build_model
+    from ..models.builder import load_model
 
     if args.image is not None and any(v is not None for v in (args.num_images, args.random, args.index)):
         raise SystemExit("figures: --num-images, --random and --index select from --folder, not --image")
     if args.batch_size < 1:
         raise SystemExit(f"figures: --batch-size must be at least 1, got {args.batch_size}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device or "auto")
     try:
         from ..cli.outputs import OutputFolder
         from .render import parse_colormap
@@ -452,7 +453,7 @@ def run(args: argparse.Namespace) -> int:
         chosen = [inputs.items[i] for i in _select(len(inputs.items), args)]
         size, normalization = _preprocessing(args)
         num_classes = args.num_classes or (1000 if args.weights == "imagenet" else 2)
-        model, description = build_model(
+        model, description = load_model(
             checkpoint=args.checkpoint, model="finetuned", weights=args.weights,
             num_classes=num_classes,
         )
