@@ -78,7 +78,7 @@ def test_ctrl_c_ends_with_one_line_naming_the_resume_command(data, tmp_path, mon
     def interrupted(*args):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(train_module, "_train", interrupted)
+    monkeypatch.setattr(train_module, "train", interrupted)
     assert train("--resume", str(out / "last.pt"), "--epochs", "2") == 130
     err = capsys.readouterr().err.strip()
     assert err == f"train: interrupted; resume with: python -m gradcam_kit train --resume {out / 'last.pt'}"

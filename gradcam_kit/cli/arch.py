@@ -41,7 +41,8 @@ def run(args: argparse.Namespace) -> int:
     """Runs ``arch``; returns the exit status."""
     import json
 
-    from ..models.architecture import analyze, build_model, draw_architecture, format_report
+    from ..models.architecture import analyze, draw_architecture, format_report
+    from ..models.builder import load_model
 
     if args.num_classes < 1:
         raise SystemExit(f"--num-classes must be at least 1, got {args.num_classes}")
@@ -54,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
         outputs = None
         if args.visualize or args.json:  # arch writes nothing otherwise
             outputs = OutputFolder(args.output, command="arch", overwrite=args.overwrite)
-        model, description = build_model(
+        model, description = load_model(
             checkpoint=args.checkpoint, model=args.model, weights=args.weights,
             num_classes=args.num_classes, freeze_features=args.freeze_features,
         )

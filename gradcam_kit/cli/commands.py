@@ -35,7 +35,7 @@ __all__ = ["COMMANDS", "DEBUG_ENV", "EXIT_STATUSES", "NothingDone", "entry", "ma
 COMMANDS: dict[str, tuple[str, str]] = {
     "workflow": ("gradcam_kit.cli.workflow", "the whole job offline: synthetic X-rays, train, evaluate, explain"),
     "synth": ("gradcam_kit.cli.synth", "write a synthetic chest-X-ray-like dataset with lesion masks"),
-    "train": ("gradcam_kit.training.train", "fine-tune ResNet50FineTuned on an ImageFolder or CSV dataset"),
+    "train": ("gradcam_kit.cli.train", "fine-tune ResNet50FineTuned on an ImageFolder or CSV dataset"),
     "evaluate": ("gradcam_kit.cli.evaluate", "accuracy, AUROC and pointing game per target layer"),
     "explain": ("gradcam_kit.cli.explain", "overlays, predictions.csv and an HTML report for images"),
     "compare": ("gradcam_kit.cli.compare", "CAM methods x faithfulness metrics on a dataset"),

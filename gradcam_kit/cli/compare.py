@@ -72,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from torch.utils.data import DataLoader, Subset
 
+    from ..core.device import resolve_device
     from ..data.datasets import ImageDataset
     from ..data.preprocess import build_transform
     from ..metrics.comparison import (
@@ -81,13 +82,14 @@ def run(args: argparse.Namespace) -> int:
         scorecam_estimate,
         write_results,
     )
-    from ..models.architecture import build_model, default_target_layer
+    from ..models.architecture import default_target_layer
+    from ..models.builder import load_model
     from ..models.preprocessing import input_preprocessing
     from .options import resolve_map_options
 
     methods = _checked_methods(args)
     cascade = None if args.cascade == "auto" else [s.strip() for s in args.cascade.split(",") if s.strip()]
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device or "auto")
     split = args.split
     if split is None and (args.data / "test").is_dir():
         split = "test"
@@ -96,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
 
         outputs = OutputFolder(args.output, command="compare", overwrite=args.overwrite)
         size, normalization = input_preprocessing(args.checkpoint, args.size)
-        model, description = build_model(
+        model, description = load_model(
             checkpoint=args.checkpoint, model="finetuned", weights=args.weights,
             num_classes=args.num_classes,
         )

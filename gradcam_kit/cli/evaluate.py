@@ -137,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         FileExistsError: an earlier evaluate's ``evaluation.json`` or ``overlays/`` is where
             this one would write, and ``--overwrite`` was not given.
     """
+    from ..core.device import resolve_device
     from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
     from ..models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, update_checkpoint
     from ..models.resnet50 import ResNet50FineTuned
@@ -145,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     outputs = _output_folders(args, checkpoint)  # before any work: refuse now, not after it
     metadata = load_checkpoint(checkpoint)
     model = ResNet50FineTuned.from_checkpoint(checkpoint)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    device = resolve_device(args.device)
     model.to(device)
     size = args.image_size or metadata.get("input_size") or 224
     size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)

@@ -75,10 +75,11 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from tqdm import tqdm
 
+    from ..core.device import resolve_device
     from ..data.inputs import collect_inputs
     from ..data.preprocess import build_transform, load_image
     from ..methods import method_title
-    from ..models.architecture import build_model
+    from ..models.builder import load_model
     from ..models.preprocessing import input_preprocessing
     from ..viz.figures import save_figures
     from .options import resolve_map_options
@@ -87,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit("figures: --num-images, --random and --index select from --folder, not --image")
     if args.batch_size < 1:
         raise SystemExit(f"figures: --batch-size must be at least 1, got {args.batch_size}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    device = resolve_device(args.device or "auto")
     try:
         from ..viz.render import parse_colormap
         from .outputs import OutputFolder
@@ -101,7 +102,7 @@ def run(args: argparse.Namespace) -> int:
         chosen = [inputs.items[i] for i in _select(len(inputs.items), args)]
         size, normalization = input_preprocessing(args.checkpoint, args.size)
         num_classes = args.num_classes or (1000 if args.weights == "imagenet" else 2)
-        model, description = build_model(
+        model, description = load_model(
             checkpoint=args.checkpoint, model="finetuned", weights=args.weights,
             num_classes=num_classes,
         )

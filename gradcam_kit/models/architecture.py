@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..core.layers import canonical_layer_name
+from .builder import RESNET_BUILDERS, load_model
 
 __all__ = [
     "RESNET_BUILDERS",
@@ -33,8 +34,6 @@ __all__ = [
     "format_report",
 ]
 
-#: torchvision builders the ``arch`` command accepts (random weights: only shapes matter).
-RESNET_BUILDERS = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 STEM = ("conv1", "bn1", "relu", "maxpool")
 STAGE_NAMES = ("stem", "layer1", "layer2", "layer3", "layer4", "avgpool", "fc")
 # The usual names of ResNet50's stages (He et al., 2016, Table 1).
@@ -299,69 +298,5 @@ def draw_architecture(report: ArchitectureReport, path: str | os.PathLike) -> Pa
     return path
 
 
-def build_model(
-    *,
-    checkpoint: str | os.PathLike | None = None,
-    model: str = "resnet50",
-    weights: str = "none",
-    num_classes: int = 1000,
-    freeze_features: bool | None = None,
-) -> tuple[nn.Module, str]:
-    """Builds the model a command works on; returns ``(model, description)``.
-
-    Args:
-        checkpoint: a checkpoint of :class:`resnet50.ResNet50FineTuned` (overrides the rest).
-        model: ``"finetuned"`` for :class:`resnet50.ResNet50FineTuned` or a torchvision
-            ResNet builder name (:data:`RESNET_BUILDERS`).
-        weights: ``"none"`` (random) or ``"imagenet"`` (torchvision's default weights, from
-            the local cache; the head is kept only with 1000 classes).
-        num_classes: classes of the head.
-        freeze_features: freeze every parameter but the head's; ``None`` keeps the model's
-            default (frozen for ``ResNet50FineTuned``, trainable for torchvision builders).
-
-    Raises:
-        ValueError: an unknown model or weights name.
-    """
-    from .resnet50 import ResNet50FineTuned
-
-    if checkpoint is not None:
-        kwargs = {} if freeze_features is None else {"freeze_features": freeze_features}
-        loaded = ResNet50FineTuned.from_checkpoint(checkpoint, **kwargs)
-        return loaded, f"ResNet50FineTuned from {checkpoint} ({loaded.fc.out_features} classes)"
-    if weights not in ("none", "imagenet"):
-        raise ValueError(f"weights must be 'none' or 'imagenet', got {weights!r}")
-    if model == "finetuned":
-        kwargs = {} if freeze_features is None else {"freeze_features": freeze_features}
-        if weights == "imagenet" and num_classes == 1000:
-            # Keep ImageNet's own head too, so predictions are ImageNet classes.
-            from torchvision.models import ResNet50_Weights
-
-            from .checkpoint import torchvision_state_dict
-
-            built = ResNet50FineTuned(1000, weights=None, **kwargs)
-            built.load_state_dict(torchvision_state_dict(ResNet50_Weights.DEFAULT))
-            built.class_names = list(ResNet50_Weights.DEFAULT.meta["categories"])
-        else:
-            built = ResNet50FineTuned(
-                num_classes, weights="DEFAULT" if weights == "imagenet" else None, **kwargs
-            )
-        return built, f"ResNet50FineTuned ({num_classes} classes, weights={weights})"
-    if model not in RESNET_BUILDERS:
-        raise ValueError(f"unknown model {model!r}; choose 'finetuned' or one of {list(RESNET_BUILDERS)}")
-    import torchvision.models as tvm
-
-    builder = getattr(tvm, model)
-    if weights == "imagenet":
-        enum = tvm.get_model_weights(model).DEFAULT
-        from .checkpoint import torchvision_state_dict
-
-        built = builder(weights=None)
-        built.load_state_dict(torchvision_state_dict(enum))
-        if num_classes != 1000:
-            built.fc = nn.Linear(built.fc.in_features, num_classes)
-    else:
-        built = builder(weights=None, num_classes=num_classes)
-    if freeze_features:
-        for name, parameter in built.named_parameters():
-            parameter.requires_grad_(name.startswith("fc."))
-    return built, f"torchvision {model} ({num_classes} classes, weights={weights})"
+#: The former name of :func:`~gradcam_kit.models.builder.load_model`.
+build_model = load_model

@@ -22,6 +22,8 @@ from urllib.parse import urlparse
 import torch
 from torch import Tensor, nn
 
+from .modules import unwrap_model
+
 __all__ = [
     "CHECKPOINT_FORMAT",
     "explanation_choice",
@@ -149,7 +151,7 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **metadata: objec
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state_dict = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    state_dict = {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
         "state_dict": state_dict,
@@ -161,12 +163,6 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **metadata: objec
         **metadata,
     }
     return _write_atomically(payload, path)
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    while hasattr(model, "module") and isinstance(model.module, nn.Module):
-        model = model.module  # DataParallel / DistributedDataParallel
-    return getattr(model, "_orig_mod", model)  # torch.compile
 
 
 def _cached_weights_path(url: str) -> Path:

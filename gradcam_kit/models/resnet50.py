@@ -34,6 +34,7 @@ from .checkpoint import (
     load_into,
     torchvision_state_dict,
 )
+from .modules import freeze_backbone
 
 __all__ = ["DEFAULT_TARGET_LAYER", "ResNet50FineTuned", "preprocess"]
 
@@ -104,8 +105,7 @@ class ResNet50FineTuned(ResNet):
             load_into(self, extract_state_dict(loaded, source=str(checkpoint)), source=str(checkpoint))
             self._read_metadata(loaded)
         if freeze_features:
-            for name, parameter in self.named_parameters():
-                parameter.requires_grad_(name.startswith("fc."))
+            freeze_backbone(self, head="fc")
         choice = explanation_choice(loaded, DEFAULT_TARGET_LAYER)
         if target_layer is not None or gradcam_method is not None:
             choice = {
@@ -460,12 +460,6 @@ def _imagenet_weights(weights: object) -> ResNet50_Weights:
 
 
 def _checkpoint_path(weights: object) -> Path | None:
-    if isinstance(weights, str) and weights.removeprefix("ResNet50_Weights.") in ResNet50_Weights.__members__:
-        return None  # a weights name, even if a file of that name happens to exist here
-    if isinstance(weights, os.PathLike) or (
-        isinstance(weights, str) and (os.sep in weights or weights.endswith((".pt", ".pth", ".ckpt")))
-    ):
-        return Path(weights)
-    if isinstance(weights, str) and Path(weights).is_file():
-        return Path(weights)
-    return None
+    from .builder import is_checkpoint_path  # the one rule that tells a path from a name
+
+    return Path(weights) if is_checkpoint_path(weights) else None

@@ -23,6 +23,8 @@ import torch.distributed as dist
 from torch import Tensor
 from torch.utils.data import Sampler
 
+from ..core.device import resolve_device
+
 __all__ = [
     "DistributedContext",
     "ShardSampler",
@@ -64,18 +66,6 @@ class DistributedContext:
         return self.rank == 0
 
 
-def _pick_device(device: str, local_rank: int) -> torch.device:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise RuntimeError("--device cuda was asked for but CUDA is not available; pass --device cpu")
-        if device == "cuda":
-            device = f"cuda:{local_rank % torch.cuda.device_count()}"
-        torch.cuda.set_device(device)
-    return torch.device(device)
-
-
 def init_distributed(device: str = "auto") -> DistributedContext:
     """Joins the torchrun process group if there is one, else returns a one-process context.
 
@@ -84,12 +74,13 @@ def init_distributed(device: str = "auto") -> DistributedContext:
             Under torchrun, ``"cuda"`` means the GPU of this process's ``LOCAL_RANK``.
 
     Raises:
+        ValueError: not a device name.
         RuntimeError: CUDA asked for but unavailable.
     """
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    target = _pick_device(device, local_rank)
+    target = resolve_device(device, local_rank)
     if world_size <= 1:
         return DistributedContext(0, 1, 0, target, None)
     backend = "nccl" if target.type == "cuda" else "gloo"
