@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_gradcam.py"
 BATCH = 2
 TINY = ["--device", "cpu", "--size", "64", "--batch-sizes", str(BATCH), "--repeats", "1",

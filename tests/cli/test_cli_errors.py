@@ -16,7 +16,7 @@ from gradcam_kit.data.synthetic import write_image_folder
 from gradcam_kit.models.checkpoint import save_checkpoint
 from resnet50 import ResNet50FineTuned
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -22,16 +22,17 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SIZE, build_model
 from torch.testing import assert_close
+
+SIZE = 64  # the side of conftest's images
 
 BACKEND = "aot_eager"
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
-HARNESS = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_gradcam.py"
+HARNESS = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_gradcam.py"
 
 
 @pytest.fixture(scope="module")
-def eager():
+def eager(build_model):
     """A model with Grad-CAM enabled, its input and its eager outputs."""
     model = build_model(num_classes=2, enable_gradcam=True)
     x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))

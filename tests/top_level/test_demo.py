@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import build_model
 from PIL import Image
 
 import resnet50_demo
@@ -67,7 +66,7 @@ def test_demo_synthetic_image_random_weights(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("input_size", [64, [64, 64]], ids=["int", "train-command-list"])
-def test_demo_with_image_checkpoint_and_class(tmp_path, capsys, input_size):
+def test_demo_with_image_checkpoint_and_class(tmp_path, capsys, input_size, build_model):
     image = np.zeros((90, 120, 3), np.uint8)
     image[20:60, 30:80] = (200, 180, 160)
     image_path = tmp_path / "xray.png"

@@ -24,7 +24,7 @@ from gradcam_kit.training.distributed import (
 from gradcam_kit.training.train import SEEN_ENV, BalancedBatchSampler
 from resnet50 import ResNet50FineTuned
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:

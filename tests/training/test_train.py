@@ -166,5 +166,5 @@ def test_shipped_example_config_is_valid():
 
     from gradcam_kit.training.train import load_config
 
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic_xray.yaml")
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "synthetic_xray.yaml")
     assert config["weights"] == "none" and config["data"] == "data/synthetic"
