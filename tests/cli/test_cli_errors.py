@@ -113,6 +113,7 @@ def test_debug_flag_and_environment_show_the_traceback(files, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_python_dash_m_uses_the_boundary(files):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(

@@ -188,6 +188,7 @@ def test_inference_mode_on_the_engine(images):
     assert not out.logits.requires_grad
 
 
+@pytest.mark.slow
 def test_explain_methods_equals_one_call_per_method(images):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=3).eval()

@@ -25,6 +25,7 @@ import torch
 from torch.testing import assert_close
 
 SIZE = 64  # the side of conftest's images
+pytestmark = pytest.mark.slow  # torch.compile: every test compiles
 
 BACKEND = "aot_eager"
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]

@@ -42,6 +42,7 @@ def _still_explains(model, x, hook_counts):
         assert hook_counts(model)["forward"] == 0
 
 
+@pytest.mark.slow
 def test_torch_jit_script_and_save(model, x, hook_counts):
     expected = model(x)
     scripted = torch.jit.script(model)
@@ -55,12 +56,14 @@ def test_torch_jit_script_and_save(model, x, hook_counts):
     _still_explains(model, x, hook_counts)
 
 
+@pytest.mark.slow
 def test_torch_jit_trace(model, x, hook_counts):
     traced = torch.jit.trace(model, (x,))
     torch.testing.assert_close(traced(x), model(x))
     _still_explains(model, x, hook_counts)
 
 
+@pytest.mark.slow
 def test_fx_symbolic_trace(model, x, hook_counts):
     graph_module = torch.fx.symbolic_trace(model)
     torch.testing.assert_close(graph_module(x), model(x))
@@ -68,6 +71,7 @@ def test_fx_symbolic_trace(model, x, hook_counts):
     _still_explains(model, x, hook_counts)
 
 
+@pytest.mark.slow
 def test_fx_quantization_prepare_and_convert(model, x):
     import copy
 
@@ -83,6 +87,7 @@ def test_fx_quantization_prepare_and_convert(model, x):
     assert logits.shape == (2, 2) and bool(torch.isfinite(logits).all())
 
 
+@pytest.mark.slow
 def test_torch_export(model, x, hook_counts):
     exported = torch.export.export(model, (x,))
     torch.testing.assert_close(exported.module()(x), model(x))
@@ -96,6 +101,7 @@ def _onnxruntime_logits(data: bytes | str, x: torch.Tensor):
     return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
+@pytest.mark.slow
 def test_onnx_torchscript_exporter(model, x, hook_counts):
     pytest.importorskip("onnx")
     buffer = io.BytesIO()
@@ -105,6 +111,7 @@ def test_onnx_torchscript_exporter(model, x, hook_counts):
     _still_explains(model, x, hook_counts)
 
 
+@pytest.mark.slow
 def test_onnx_dynamo_exporter(model, x, tmp_path, hook_counts):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")

@@ -133,6 +133,7 @@ def test_reentrant_checkpoint_is_named_in_the_error(images):
     assert bool(torch.isfinite(heatmap).all())
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
 def test_quantized_head_is_named_in_the_error_and_scorecam_works(images, build_model):
     quantized = torch.ao.quantization.quantize_dynamic(

@@ -38,6 +38,7 @@ def check_outputs(output, stdout: str, size: tuple[int, int]) -> None:
     assert not (colored[..., 2] > 200).all()
 
 
+@pytest.mark.slow
 def test_demo_synthetic_image_random_weights(tmp_path, capsys):
     output = tmp_path / "demo"
     assert resnet50_demo.main(["--output", str(output), "--size", "64", "--device", "cpu"]) == 0
@@ -65,6 +66,7 @@ def test_demo_synthetic_image_random_weights(tmp_path, capsys):
         assert np.array_equal(np.asarray(Image.open(again / name)), np.asarray(Image.open(output / name)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("input_size", [64, [64, 64]], ids=["int", "train-command-list"])
 def test_demo_with_image_checkpoint_and_class(tmp_path, capsys, input_size, build_model):
     image = np.zeros((90, 120, 3), np.uint8)
