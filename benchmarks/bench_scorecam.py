@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     for k in args.top_k:
         for rank_by in args.rank_by:
             # TopKScoreCAM's map is full Score-CAM's with the other channels' weights set to 0
-            # (tests/test_scorecam_topk.py), so its agreement needs no second set of forwards.
+            # (tests/methods/test_scorecam_topk.py), so its agreement needs no second set of forwards.
             importance = activation.mean(dim=(2, 3))
             if rank_by == "gradcam":
                 importance = importance * capture.gradient.float().mean(dim=(2, 3))

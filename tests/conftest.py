@@ -14,7 +14,7 @@ from resnet50 import ResNet50FineTuned
 SIZE = 64  # ResNet50 at 64x64: layer4 is 2x2, small enough for two CPU cores
 
 
-def build_model(**kwargs: object) -> ResNet50FineTuned:
+def _build_model(**kwargs: object) -> ResNet50FineTuned:
     """A seeded ``ResNet50FineTuned`` with random weights (``weights=None``), in eval mode."""
     torch.manual_seed(0)
     kwargs.setdefault("weights", None)
@@ -29,7 +29,7 @@ def build_model(**kwargs: object) -> ResNet50FineTuned:
     return model.eval()
 
 
-def hook_counts(model: nn.Module) -> dict[str, int]:
+def _hook_counts(model: nn.Module) -> dict[str, int]:
     """How many forward, forward-pre and backward hooks are registered on any submodule."""
     return {
         "forward": sum(len(m._forward_hooks) for m in model.modules()),
@@ -38,10 +38,25 @@ def hook_counts(model: nn.Module) -> dict[str, int]:
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
+def build_model() -> Callable[..., ResNet50FineTuned]:
+    """``build_model(**kwargs)`` -> a new seeded ``ResNet50FineTuned`` (random weights, eval mode)."""
+    return _build_model
+
+
+@pytest.fixture(scope="session")
+def hook_counts() -> Callable[[nn.Module], dict[str, int]]:
+    """``hook_counts(model)`` -> the forward, forward-pre and backward hooks on its submodules."""
+    return _hook_counts
+
+
+@pytest.fixture(scope="session")
 def shared_model() -> ResNet50FineTuned:
-    """Frozen backbone, Grad-CAM enabled, eval mode. Tests must not mutate it: copy it."""
-    return build_model(num_classes=2, enable_gradcam=True)
+    """Frozen backbone, Grad-CAM enabled, eval mode; one for the whole run.
+
+    Tests must not mutate it: a test that changes the model asks for ``fresh_model``.
+    """
+    return _build_model(num_classes=2, enable_gradcam=True)
 
 
 @pytest.fixture

@@ -133,6 +133,7 @@ def tiny_data(tmp_path_factory):
     return root
 
 
+@pytest.mark.slow
 def test_train_into_a_trained_folder_is_refused_and_overwrite_removes_stale_evaluation(tiny_data, tmp_path):
     out = tmp_path / "run"
     assert cli.main(["train", "--data", str(tiny_data), "--out", str(out), *TINY_TRAIN]) == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_e2e.py"
 IMAGES = 4
 
@@ -41,6 +41,8 @@ def report(tmp_path_factory):
     return json.loads((out / "e2e_cpu_tiny.json").read_text())
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_every_job_and_format_is_timed_against_plain_of_the_same_format(report):
     rows = {(r["job"], r["format"]): r for r in report["results"]}
     assert set(rows) == {(job, fmt) for job in ("plain", "explain", "evaluate") for fmt in ("png", "png16")}
@@ -53,6 +55,8 @@ def test_every_job_and_format_is_timed_against_plain_of_the_same_format(report):
     assert rows[("plain", "png")]["x_plain"] == pytest.approx(1.0)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_stages_come_from_explains_own_profile(report):
     explain = next(r for r in report["results"] if r["job"] == "explain")
     for stage in ("wait for data", "model", "colouring", "title+PNG (summed, threads)", "whole command"):

@@ -9,16 +9,17 @@ import weakref
 import numpy as np
 import pytest
 import torch
-from conftest import SIZE, build_model, hook_counts
 from torch import nn
 
 from gradcam_kit import CAMEngine
 from gradcam_kit.explainers.cnn import GradCAMExplainer
 from resnet50 import ResNet50FineTuned
 
+SIZE = 64  # the side of conftest's images
+
 
 @pytest.fixture(scope="module")
-def model():
+def model(build_model):
     return build_model(num_classes=2, enable_gradcam=True)
 
 
@@ -72,7 +73,7 @@ class Siamese(nn.Module):
         return self.backbone(left) - self.backbone(right)
 
 
-def test_a_backbone_called_twice_is_refused_not_half_explained(images):
+def test_a_backbone_called_twice_is_refused_not_half_explained(images, hook_counts):
     torch.manual_seed(0)
     net = Siamese(nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, 2)))
     x = torch.cat([images, images.flip(-1)], dim=1)
@@ -81,7 +82,7 @@ def test_a_backbone_called_twice_is_refused_not_half_explained(images):
     assert hook_counts(net)["forward"] == 0
 
 
-def test_replaced_target_layer_is_followed_by_name(images):
+def test_replaced_target_layer_is_followed_by_name(images, build_model):
     fresh = build_model(num_classes=2, enable_gradcam=True, target_layer="layer4")
     old_layer4 = fresh.layer4
     torch.manual_seed(3)
@@ -93,7 +94,7 @@ def test_replaced_target_layer_is_followed_by_name(images):
     torch.testing.assert_close(heatmap, reference)
 
 
-def test_sync_batchnorm_conversion_and_fusion_keep_gradcam_working(images):
+def test_sync_batchnorm_conversion_and_fusion_keep_gradcam_working(images, build_model):
     from torch.ao.quantization import fuse_modules
 
     fresh = build_model(num_classes=2, enable_gradcam=True, target_layer="layer4.2.bn3")
@@ -132,8 +133,9 @@ def test_reentrant_checkpoint_is_named_in_the_error(images):
     assert bool(torch.isfinite(heatmap).all())
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::UserWarning")
-def test_quantized_head_is_named_in_the_error_and_scorecam_works(images):
+def test_quantized_head_is_named_in_the_error_and_scorecam_works(images, build_model):
     quantized = torch.ao.quantization.quantize_dynamic(
         build_model(num_classes=2), {nn.Linear}, dtype=torch.qint8
     )
@@ -200,7 +202,7 @@ def test_del_model_frees_it_without_the_garbage_collector():
         gc.enable()
 
 
-def test_dropped_engines_and_explainers_do_not_leave_hooks(images):
+def test_dropped_engines_and_explainers_do_not_leave_hooks(images, build_model, hook_counts):
     net = build_model(num_classes=2)
     for _ in range(50):
         CAMEngine(net, "layer4").attach()
@@ -211,7 +213,7 @@ def test_dropped_engines_and_explainers_do_not_leave_hooks(images):
     kept.remove()
 
 
-def test_deepcopy_gets_its_own_engine(model, images):
+def test_deepcopy_gets_its_own_engine(model, images, hook_counts):
     copied = copy.deepcopy(model)
     assert copied._gradcam.model is copied
     copied.disable_gradcam_mode()
@@ -288,7 +290,7 @@ def _densenet():
     return net.eval()
 
 
-def test_densenet_cam_is_the_cam_of_the_head(images):
+def test_densenet_cam_is_the_cam_of_the_head(images, hook_counts):
     from gradcam_kit.explainers.cnn import explain
 
     net = _densenet()
@@ -307,7 +309,7 @@ def test_densenet_cam_is_the_cam_of_the_head(images):
     assert hook_counts(net)["forward"] == 0
 
 
-def test_densenet_gradcam_uses_the_rectified_features(images):
+def test_densenet_gradcam_uses_the_rectified_features(images, hook_counts):
     from gradcam_kit.explainers.cnn import GradCAMExplainer
 
     net = _densenet()

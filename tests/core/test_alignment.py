@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import SIZE, build_model
 
 from gradcam_kit.core.engine import upsample
+
+SIZE = 64  # the side of conftest's images
 
 
 def _one_hot(h: int, w: int, row: int, col: int) -> torch.Tensor:
@@ -48,7 +49,7 @@ def test_unknown_alignment_is_rejected():
         upsample(torch.rand(1, 2, 2), (4, 4), alignment="corners")
 
 
-def test_model_forward_takes_the_alignment():
+def test_model_forward_takes_the_alignment(build_model):
     torch.manual_seed(0)
     model = build_model(enable_gradcam=True).eval()
     x = torch.randn(2, 3, SIZE, SIZE)

@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import SIZE, build_model, hook_counts
 from torch import nn
 
 from gradcam_kit.core.engine import min_max_normalize, upsample
 from resnet50 import ResNet50FineTuned
+
+SIZE = 64  # the side of conftest's images
 
 # -- constructor ------------------------------------------------------------------------
 
@@ -30,7 +31,7 @@ def test_default_weights_are_imagenet_for_fine_tuning():
 
 
 @pytest.mark.parametrize("num_classes", [1, 2, 5])
-def test_head_is_a_fresh_linear_and_only_it_trains_when_frozen(num_classes):
+def test_head_is_a_fresh_linear_and_only_it_trains_when_frozen(num_classes, build_model):
     model = build_model(num_classes=num_classes)
     assert isinstance(model.fc, nn.Linear)
     assert (model.fc.in_features, model.fc.out_features) == (2048, num_classes)
@@ -40,7 +41,7 @@ def test_head_is_a_fresh_linear_and_only_it_trains_when_frozen(num_classes):
     assert model.gradcam_target_layer == "layer4.2.conv3"
 
 
-def test_unfrozen_model_trains_every_parameter():
+def test_unfrozen_model_trains_every_parameter(build_model):
     model = build_model(freeze_features=False)
     assert all(p.requires_grad for p in model.parameters())
 
@@ -51,7 +52,7 @@ def test_bad_num_classes_is_rejected(bad):
         ResNet50FineTuned(num_classes=bad, weights=None)
 
 
-def test_target_layer_accepts_index_form_and_suggests_close_names():
+def test_target_layer_accepts_index_form_and_suggests_close_names(build_model):
     model = build_model(target_layer="layer4[-1].conv2")
     assert model.gradcam_target_layer == "layer4.2.conv2"
     with pytest.raises(ValueError, match="did you mean 'layer4.2.conv3'"):
@@ -210,7 +211,7 @@ def test_no_grad_mode_is_restored(shared_model, images):
     assert torch.is_grad_enabled()
 
 
-def test_frozen_backbone_pytorch_grad_cam_fails_ours_works(shared_model, images):
+def test_frozen_backbone_pytorch_grad_cam_fails_ours_works(shared_model, images, build_model):
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
@@ -242,7 +243,7 @@ def _bn_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("unfrozen", ["head only", "layer4", "everything"])
-def test_train_mode_one_forward_no_grad_written_loss_backpropagates(images, unfrozen):
+def test_train_mode_one_forward_no_grad_written_loss_backpropagates(images, unfrozen, build_model):
     model = build_model(num_classes=2, enable_gradcam=True, freeze_features=unfrozen != "everything")
     if unfrozen == "layer4":
         model.layer4.requires_grad_(True)
@@ -373,7 +374,7 @@ def test_logits_identical_with_gradcam_on_off_and_returned(fresh_model, images):
 # -- switching Grad-CAM on and off ------------------------------------------------------
 
 
-def test_enable_disable_idempotent_and_hooks_removed(fresh_model, images):
+def test_enable_disable_idempotent_and_hooks_removed(fresh_model, images, hook_counts):
     model = fresh_model
     model.disable_gradcam_mode()
     assert model.gradcam_enabled is False
@@ -399,7 +400,9 @@ def test_enable_disable_idempotent_and_hooks_removed(fresh_model, images):
         assert not module._backward_hooks
 
 
-def test_hooks_and_grad_mode_restored_after_exception_in_forward(fresh_model, images, monkeypatch):
+def test_hooks_and_grad_mode_restored_after_exception_in_forward(
+    fresh_model, images, monkeypatch, hook_counts
+):
     model = fresh_model
 
     def broken_head(features: torch.Tensor) -> torch.Tensor:
@@ -432,7 +435,7 @@ def test_disabled_raises_runtime_error_naming_both_ways(fresh_model, images):
     assert fresh_model(images).shape == (2, 2)
 
 
-def test_enable_gradcam_constructor_flag():
+def test_enable_gradcam_constructor_flag(build_model, hook_counts):
     assert build_model(enable_gradcam=True).gradcam_enabled is True
     model = build_model(enable_gradcam=False)
     assert model.gradcam_enabled is False
@@ -441,7 +444,7 @@ def test_enable_gradcam_constructor_flag():
     assert model.gradcam_enabled is True
 
 
-def test_deepcopy_of_an_enabled_model_still_explains(shared_model, images):
+def test_deepcopy_of_an_enabled_model_still_explains(shared_model, images, hook_counts):
     clone = copy.deepcopy(shared_model)
     assert clone.gradcam_enabled
     with torch.no_grad():
@@ -460,7 +463,7 @@ def test_deepcopy_of_an_enabled_model_still_explains(shared_model, images):
 # -- single-logit and multi-label heads -------------------------------------------------
 
 
-def test_single_logit_head_explains_the_decision_and_its_negation(make_images):
+def test_single_logit_head_explains_the_decision_and_its_negation(make_images, build_model):
     model = build_model(num_classes=1, enable_gradcam=True)
     images = make_images(2, seed=5)
     with torch.no_grad():
@@ -483,7 +486,7 @@ def test_single_logit_head_explains_the_decision_and_its_negation(make_images):
         model(images, return_gradcam=True, gradcam_class_idx=1)
 
 
-def test_multi_label_head_explains_each_label(images):
+def test_multi_label_head_explains_each_label(images, build_model):
     model = build_model(num_classes=3, enable_gradcam=True)
     with torch.no_grad():
         logits, predicted = model(images, return_gradcam=True)
@@ -534,7 +537,7 @@ def test_unknown_method_is_rejected(shared_model, images):
 
 
 @pytest.mark.parametrize("class_idx", [None, [0, 1], [1, 1]])
-def test_parity_with_pytorch_grad_cam(shared_model, images, class_idx):
+def test_parity_with_pytorch_grad_cam(shared_model, images, class_idx, build_model):
     from pytorch_grad_cam import GradCAM
     from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 

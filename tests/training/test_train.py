@@ -28,6 +28,7 @@ def train(*args: str) -> int:
     return cli.main(["train", *args])
 
 
+@pytest.mark.slow
 def test_train_writes_loadable_checkpoints_and_logs(data, tmp_path):
     out = tmp_path / "run"
     assert train("--data", str(data), "--out", str(out), "--epochs", "1", "--target-layer", "layer3", *TINY) == 0
@@ -52,6 +53,7 @@ def test_train_writes_loadable_checkpoints_and_logs(data, tmp_path):
     assert sum(map(sum, matrix)) == 4 and len(matrix) == 2
 
 
+@pytest.mark.slow
 def test_resume_continues_exactly(data, tmp_path):
     common = ["--data", str(data), "--epochs", "2", "--augment", "--lr", "3e-3", *TINY]
     assert train(*common, "--out", str(tmp_path / "straight")) == 0
@@ -68,6 +70,7 @@ def test_resume_continues_exactly(data, tmp_path):
     assert len(json.loads((tmp_path / "split" / "history.json").read_text())) == 2
 
 
+@pytest.mark.slow
 def test_ctrl_c_ends_with_one_line_naming_the_resume_command(data, tmp_path, monkeypatch, capsys):
     import gradcam_kit.training.train as train_module
 
@@ -85,6 +88,7 @@ def test_ctrl_c_ends_with_one_line_naming_the_resume_command(data, tmp_path, mon
     assert "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_yaml_config_keys_mirror_flags_and_flags_win(data, tmp_path):
     config = tmp_path / "run.yaml"
     config.write_text(
@@ -103,6 +107,7 @@ def test_yaml_config_keys_mirror_flags_and_flags_win(data, tmp_path):
         train("--config", str(config))
 
 
+@pytest.mark.slow
 def test_freeze_features_then_unfreeze(data, tmp_path):
     start = tmp_path / "start"
     assert train("--data", str(data), "--out", str(start), "--epochs", "1", *TINY) == 0
@@ -142,6 +147,7 @@ def test_bad_input_fails_before_training(data, tmp_path):
     assert not (tmp_path / "never").exists()
 
 
+@pytest.mark.slow
 def test_csv_training_data(data, tmp_path):
     assert train("--data", str(data / "train.csv"), "--out", str(tmp_path / "csv"), "--epochs", "1",
                  "--val-fraction", "0.25", *TINY) == 0
@@ -166,5 +172,5 @@ def test_shipped_example_config_is_valid():
 
     from gradcam_kit.training.train import load_config
 
-    config = load_config(Path(__file__).resolve().parents[1] / "configs" / "synthetic_xray.yaml")
+    config = load_config(Path(__file__).resolve().parents[2] / "configs" / "synthetic_xray.yaml")
     assert config["weights"] == "none" and config["data"] == "data/synthetic"

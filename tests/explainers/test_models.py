@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import hook_counts
 from torch import nn
 from torchvision import models as tv
 
@@ -47,7 +46,7 @@ def inputs(make_images) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("name", "default_layer"), list(FAMILIES.items()))
-def test_family(name, default_layer, inputs):
+def test_family(name, default_layer, inputs, hook_counts):
     model = _build(name)
     assert default_target_layer(model) == default_layer
 
@@ -104,7 +103,7 @@ def test_named_layers_in_both_spellings_and_several_at_once(inputs):
     torch.testing.assert_close(out.heatmaps["layer4.1.conv2"], alone.heatmaps["layer4.1.conv2"])
 
 
-def test_explainer_keeps_hooks_while_attached_and_removes_them(inputs):
+def test_explainer_keeps_hooks_while_attached_and_removes_them(inputs, hook_counts):
     model = _build("mobilenet_v3_small")
     explainer = GradCAMExplainer(model, method="xgradcam")
     one_shot = explain(model, inputs, method="xgradcam").heatmaps["features"]

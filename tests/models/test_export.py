@@ -11,11 +11,12 @@ import warnings
 
 import pytest
 import torch
-from conftest import SIZE, build_model, hook_counts
+
+SIZE = 64  # the side of conftest's images
 
 
 @pytest.fixture(scope="module", params=[False, True], ids=["gradcam-off", "gradcam-on"])
-def model(request):
+def model(request, build_model):
     return build_model(num_classes=2, enable_gradcam=request.param)
 
 
@@ -31,7 +32,7 @@ def quiet():
         yield
 
 
-def _still_explains(model, x):
+def _still_explains(model, x, hook_counts):
     """Exporting did not disturb the eager model: hooks as before, Grad-CAM still works."""
     if model.gradcam_enabled:
         assert hook_counts(model)["forward"] == 1
@@ -41,7 +42,8 @@ def _still_explains(model, x):
         assert hook_counts(model)["forward"] == 0
 
 
-def test_torch_jit_script_and_save(model, x):
+@pytest.mark.slow
+def test_torch_jit_script_and_save(model, x, hook_counts):
     expected = model(x)
     scripted = torch.jit.script(model)
     torch.testing.assert_close(scripted(x), expected)
@@ -51,22 +53,25 @@ def test_torch_jit_script_and_save(model, x):
     torch.testing.assert_close(torch.jit.load(buffer)(x), expected)
     # the scripted module shares the parameters, as torchvision's scripted models do
     assert scripted.fc.weight.data_ptr() == model.fc.weight.data_ptr()
-    _still_explains(model, x)
+    _still_explains(model, x, hook_counts)
 
 
-def test_torch_jit_trace(model, x):
+@pytest.mark.slow
+def test_torch_jit_trace(model, x, hook_counts):
     traced = torch.jit.trace(model, (x,))
     torch.testing.assert_close(traced(x), model(x))
-    _still_explains(model, x)
+    _still_explains(model, x, hook_counts)
 
 
-def test_fx_symbolic_trace(model, x):
+@pytest.mark.slow
+def test_fx_symbolic_trace(model, x, hook_counts):
     graph_module = torch.fx.symbolic_trace(model)
     torch.testing.assert_close(graph_module(x), model(x))
     assert not any(n.op == "call_function" and "explain" in str(n.target) for n in graph_module.graph.nodes)
-    _still_explains(model, x)
+    _still_explains(model, x, hook_counts)
 
 
+@pytest.mark.slow
 def test_fx_quantization_prepare_and_convert(model, x):
     import copy
 
@@ -82,10 +87,11 @@ def test_fx_quantization_prepare_and_convert(model, x):
     assert logits.shape == (2, 2) and bool(torch.isfinite(logits).all())
 
 
-def test_torch_export(model, x):
+@pytest.mark.slow
+def test_torch_export(model, x, hook_counts):
     exported = torch.export.export(model, (x,))
     torch.testing.assert_close(exported.module()(x), model(x))
-    _still_explains(model, x)
+    _still_explains(model, x, hook_counts)
 
 
 def _onnxruntime_logits(data: bytes | str, x: torch.Tensor):
@@ -95,26 +101,28 @@ def _onnxruntime_logits(data: bytes | str, x: torch.Tensor):
     return torch.from_numpy(session.run(None, {name: x.numpy()})[0])
 
 
-def test_onnx_torchscript_exporter(model, x):
+@pytest.mark.slow
+def test_onnx_torchscript_exporter(model, x, hook_counts):
     pytest.importorskip("onnx")
     buffer = io.BytesIO()
     torch.onnx.export(model, (x,), buffer, dynamo=False, input_names=["x"], output_names=["logits"])
     logits = _onnxruntime_logits(buffer.getvalue(), x)
     torch.testing.assert_close(logits, model(x), rtol=1e-4, atol=1e-4)
-    _still_explains(model, x)
+    _still_explains(model, x, hook_counts)
 
 
-def test_onnx_dynamo_exporter(model, x, tmp_path):
+@pytest.mark.slow
+def test_onnx_dynamo_exporter(model, x, tmp_path, hook_counts):
     pytest.importorskip("onnx")
     pytest.importorskip("onnxscript")
     path = tmp_path / "model.onnx"
     torch.onnx.export(model, (x,), str(path), dynamo=True, verbose=False)
     logits = _onnxruntime_logits(str(path), x)
     torch.testing.assert_close(logits, model(x), rtol=1e-4, atol=1e-4)
-    _still_explains(model, x)
+    _still_explains(model, x, hook_counts)
 
 
-def test_forward_keeps_its_signature_and_options(x):
+def test_forward_keeps_its_signature_and_options(x, build_model):
     model = build_model(num_classes=2, enable_gradcam=True)
     logits, heatmap = model(x, True, 1)  # positionally, as the user's API promises
     assert logits.shape == (2, 2) and heatmap.shape == (2, SIZE, SIZE)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from conftest import build_model
 from PIL import Image
 
 import resnet50_demo
@@ -39,6 +38,7 @@ def check_outputs(output, stdout: str, size: tuple[int, int]) -> None:
     assert not (colored[..., 2] > 200).all()
 
 
+@pytest.mark.slow
 def test_demo_synthetic_image_random_weights(tmp_path, capsys):
     output = tmp_path / "demo"
     assert resnet50_demo.main(["--output", str(output), "--size", "64", "--device", "cpu"]) == 0
@@ -66,8 +66,9 @@ def test_demo_synthetic_image_random_weights(tmp_path, capsys):
         assert np.array_equal(np.asarray(Image.open(again / name)), np.asarray(Image.open(output / name)))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("input_size", [64, [64, 64]], ids=["int", "train-command-list"])
-def test_demo_with_image_checkpoint_and_class(tmp_path, capsys, input_size):
+def test_demo_with_image_checkpoint_and_class(tmp_path, capsys, input_size, build_model):
     image = np.zeros((90, 120, 3), np.uint8)
     image[20:60, 30:80] = (200, 180, 160)
     image_path = tmp_path / "xray.png"

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "bench_gradcam.py"
 BATCH = 2
 TINY = ["--device", "cpu", "--size", "64", "--batch-sizes", str(BATCH), "--repeats", "1",
@@ -61,6 +61,8 @@ def by_name(report):
     return {r["contender"]: r for r in report["results"]}
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_every_contender_is_reported(full_run):
     report, _, _ = full_run
     results = by_name(report)
@@ -76,6 +78,8 @@ def test_every_contender_is_reported(full_run):
         assert results[name]["median_ms"] is None
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_ratios_are_against_plain_inference_of_the_same_run(full_run):
     report, _, _ = full_run
     results = by_name(report)
@@ -95,6 +99,8 @@ def test_ratios_are_against_plain_inference_of_the_same_run(full_run):
     assert all(t["met"] is None for t in report["targets"])
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_heatmaps_agree_with_ours(full_run):
     report, _, _ = full_run
     results = by_name(report)
@@ -110,6 +116,8 @@ def test_heatmaps_agree_with_ours(full_run):
     assert results["plain"]["max_abs_diff"] is None  # no heatmap to compare
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_writes_table_json_and_plot(full_run):
     report, stdout, out_dir = full_run
     assert "| 2 | pytorch-grad-cam |" in stdout and "Targets:" in stdout
@@ -119,6 +127,8 @@ def test_writes_table_json_and_plot(full_run):
     assert meta["versions"]["torch"] and "bench_gradcam.py" in meta["command"]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_missing_library_is_reported_and_memory_is_measured_per_process(tmp_path):
     fake = tmp_path / "blocked" / "captum"
     fake.mkdir(parents=True)

@@ -8,7 +8,6 @@ import warnings
 
 import pytest
 import torch
-from conftest import build_model
 
 from gradcam_kit.models.checkpoint import (
     explanation_choice,
@@ -20,7 +19,7 @@ from resnet50 import ResNet50FineTuned
 
 
 @pytest.fixture
-def stored(tmp_path):
+def stored(tmp_path, build_model):
     model = build_model(num_classes=2)
     return save_checkpoint(
         tmp_path / "best.pt", model, num_classes=2, class_names=["normal", "opacity"],

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def imported_after(code: str) -> set[str]:
@@ -30,6 +30,7 @@ def imported_after(code: str) -> set[str]:
     return set(json.loads(completed.stdout.strip().splitlines()[-1]))
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize("argv", [["--help"], ["explain", "--help"]])
 def test_help_imports_no_torch(argv):
     code = (
@@ -44,6 +45,7 @@ def test_help_imports_no_torch(argv):
     assert not {"torch", "numpy", "torchvision", "cv2", "PIL"} & modules
 
 
+@pytest.mark.subprocess
 def test_package_import_is_lazy_and_names_resolve():
     assert "torch" not in imported_after("import gradcam_kit")
     modules = imported_after(
@@ -62,6 +64,7 @@ def test_unknown_package_attribute_raises_attribute_error():
         gradcam_kit.NotAThing  # noqa: B018
 
 
+@pytest.mark.subprocess
 def test_engine_import_does_not_import_dynamo():
     # torch.compiler.disable imports torch._dynamo (~1 s); the engine applies it at call time.
     modules = imported_after("import gradcam_kit.core.engine")

@@ -6,7 +6,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
-from conftest import SIZE, build_model, hook_counts
 
 from gradcam_kit.core.engine import (
     CAMEngine,
@@ -16,6 +15,8 @@ from gradcam_kit.core.engine import (
     upsample,
 )
 from gradcam_kit.methods import ClassActivationMap
+
+SIZE = 64  # the side of conftest's images
 
 
 def paper_gradcam(model: torch.nn.Module, layer: torch.nn.Module, images, classes) -> torch.Tensor:
@@ -55,7 +56,7 @@ def test_heatmap_equals_the_papers_formula(shared_model, images, classes):
     torch.testing.assert_close(heatmap, reference, rtol=0, atol=1e-5)
 
 
-def test_engine_on_a_plain_torchvision_model_matches_the_paper(images):
+def test_engine_on_a_plain_torchvision_model_matches_the_paper(images, hook_counts):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=3).eval()
     reference = paper_gradcam(model, model.layer4[1].conv2, images, [2, 0])
@@ -66,7 +67,7 @@ def test_engine_on_a_plain_torchvision_model_matches_the_paper(images):
     assert hook_counts(model)["forward"] == 0
 
 
-def test_no_graph_is_built_before_the_target_layer(images):
+def test_no_graph_is_built_before_the_target_layer(images, build_model):
     model = build_model(freeze_features=False, enable_gradcam=True)  # every parameter trainable
     seen: dict[str, torch.Tensor] = {}
 
@@ -110,7 +111,7 @@ def test_no_graph_is_built_before_the_target_layer(images):
     assert heatmap.max() == 1 and not logits.requires_grad
 
 
-def test_engine_context_manager_removes_hooks_after_an_exception(images):
+def test_engine_context_manager_removes_hooks_after_an_exception(images, hook_counts):
     model = torchvision.models.resnet18(weights=None).eval()
     with pytest.raises(RuntimeError, match="boom"):
         with CAMEngine(model, ["layer3", "layer4"]) as engine:
@@ -187,6 +188,7 @@ def test_inference_mode_on_the_engine(images):
     assert not out.logits.requires_grad
 
 
+@pytest.mark.slow
 def test_explain_methods_equals_one_call_per_method(images):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(weights=None, num_classes=3).eval()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import cv2
 import pytest
 import torch
-from conftest import hook_counts
 from torch import nn
 from torchvision.models import VisionTransformer, vit_b_16
 
@@ -66,7 +65,7 @@ def _inputs(height: int, width: int, batch: int = 2) -> torch.Tensor:
 
 
 @pytest.mark.parametrize(("height", "width"), [(32, 32), (32, 48), (48, 24)])
-def test_gradcam_shapes_for_any_size_divisible_by_the_patch(height, width):
+def test_gradcam_shapes_for_any_size_divisible_by_the_patch(height, width, hook_counts):
     model = build_vit(height, width)
     x = _inputs(height, width)
     grid = (height // PATCH, width // PATCH)
@@ -117,7 +116,7 @@ def test_gradcam_matches_pytorch_grad_cam_with_its_reshape():
         torch.testing.assert_close(ours, expected, atol=1e-4, rtol=0)
 
 
-def test_capturing_attention_does_not_change_outputs():
+def test_capturing_attention_does_not_change_outputs(hook_counts):
     model, x = build_vit(32, 48), _inputs(32, 48)
     with torch.no_grad():
         plain = model(x)
@@ -204,7 +203,7 @@ def test_attention_rollout_map_is_the_cls_row_of_the_rollout():
         attention_rollout(model, x, head_fusion="sum")
 
 
-def test_hooks_are_removed_after_exceptions():
+def test_hooks_are_removed_after_exceptions(hook_counts):
     model = build_vit()
     wrong = _inputs(40, 40)  # divisible by the patch, but not the model's image size
     with pytest.raises(AssertionError, match="Wrong image height"):

@@ -55,6 +55,7 @@ def test_the_top_level_resnet50_module_is_the_package_class():
     assert resnet50.ResNet50FineTuned is ResNet50FineTuned and resnet50.preprocess is preprocess
 
 
+@pytest.mark.subprocess
 def test_new_paths_import_without_deprecation_warnings():
     code = (
         "import warnings; warnings.simplefilter('error', DeprecationWarning)\n"

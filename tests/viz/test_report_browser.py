@@ -23,10 +23,10 @@ from PIL import Image
 from gradcam_kit.viz.report import write_report
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
-pytestmark = pytest.mark.skipif(
+pytestmark = [pytest.mark.browser, pytest.mark.subprocess, pytest.mark.skipif(
     CHROMIUM is None,
     reason="chromium is not installed (Debian: apt-get install chromium); the report's browser test needs it",
-)
+)]
 
 FLAGS = [
     "--headless",

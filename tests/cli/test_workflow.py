@@ -24,6 +24,7 @@ def workflow(tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_workflow_writes_data_model_recommendation_and_report(workflow, capsys):
     for path in ("data/train.csv", "data/test.csv", "model/best.pt", "model/evaluation.json",
                  "explain/report.html", "explain/predictions.csv", "workflow.json"):
@@ -39,6 +40,7 @@ def test_workflow_writes_data_model_recommendation_and_report(workflow, capsys):
     assert recommended["layer"] in report and "recommended by evaluate" in report
 
 
+@pytest.mark.slow
 def test_workflow_refuses_a_used_folder_and_overwrites_only_its_own(workflow, tmp_path, capsys):
     with pytest.raises(FileExistsError, match="--overwrite"):
         cli.main(["workflow", "--out", str(workflow), *TINY])
@@ -56,6 +58,7 @@ def test_workflow_refuses_a_used_folder_and_overwrites_only_its_own(workflow, tm
     assert (foreign / "x.txt").is_file()
 
 
+@pytest.mark.slow
 def test_explain_takes_layer_method_and_alignment(workflow, tmp_path, capsys):
     out = tmp_path / "explained"
     assert cli.main([
@@ -67,6 +70,7 @@ def test_explain_takes_layer_method_and_alignment(workflow, tmp_path, capsys):
     assert "LayerCAM" in (out / "report.html").read_text()
 
 
+@pytest.mark.slow
 def test_bad_layer_is_refused_before_anything_is_written(workflow, tmp_path):
     out = tmp_path / "never"
     with pytest.raises(ValueError, match="layer"):
@@ -77,6 +81,7 @@ def test_bad_layer_is_refused_before_anything_is_written(workflow, tmp_path):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_a_far_input_size_warns(workflow, tmp_path):
     with pytest.warns(UserWarning, match="far from the 32 px this checkpoint was trained at"):
         cli.main([
@@ -85,6 +90,7 @@ def test_a_far_input_size_warns(workflow, tmp_path):
         ])
 
 
+@pytest.mark.slow
 def test_figures_default_to_the_recommended_layer(workflow, tmp_path, capsys):
     recommended = load_checkpoint(workflow / "model" / "best.pt")["recommended"]
     assert cli.main([
@@ -95,6 +101,7 @@ def test_figures_default_to_the_recommended_layer(workflow, tmp_path, capsys):
     assert f"maps: {recommended['layer']}" in printed and "recommended by evaluate" in printed
 
 
+@pytest.mark.slow
 def test_demo_uses_the_workflow_checkpoint_when_it_exists(workflow, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     target = tmp_path / "runs" / "workflow"

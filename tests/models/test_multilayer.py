@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from conftest import build_model
 
 from gradcam_kit.methods import GradCAMPlusPlus
 
@@ -95,7 +94,7 @@ def test_nested_layers_together(shared_model, images):
     torch.testing.assert_close(heatmaps["layer4"], heatmaps["layer4.2"])
 
 
-def test_method_at_construction_and_per_call(shared_model, images):
+def test_method_at_construction_and_per_call(shared_model, images, build_model):
     by_construction = build_model(num_classes=2, enable_gradcam=True, gradcam_method="gradcam++")
     _, constructed = by_construction(images, return_gradcam=True)
     _, per_call = shared_model(images, return_gradcam=True, gradcam_method="gradcam++")

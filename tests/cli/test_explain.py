@@ -345,6 +345,8 @@ def test_collect_inputs_layouts(tmp_path):
         collect_inputs(bad_csv)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.skipif(shutil.which("torchrun") is None and not (Path(sys.executable).parent / "torchrun").exists(), reason="torchrun not installed")
 def test_torchrun_shards_and_merges(split, tmp_path):
     # Seeded random weights: the same model on every rank without loading a checkpoint.

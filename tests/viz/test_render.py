@@ -6,11 +6,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from conftest import SIZE
 from PIL import Image
 
 from gradcam_kit.data.preprocess import denormalize
 from gradcam_kit.viz.render import blend, colorize, colormap_lut, images_to_tensor, overlay
+
+SIZE = 64  # the side of conftest's images
 
 H, W = 100, 140  # the "original" image: larger than the 64x64 model input, not square
 

@@ -16,7 +16,7 @@ from gradcam_kit.data.synthetic import write_image_folder
 from gradcam_kit.models.checkpoint import save_checkpoint
 from resnet50 import ResNet50FineTuned
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +113,7 @@ def test_debug_flag_and_environment_show_the_traceback(files, capsys):
     assert "Traceback" in capsys.readouterr().err
 
 
+@pytest.mark.subprocess
 def test_python_dash_m_uses_the_boundary(files):
     env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
     done = subprocess.run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 import pytest
 import torch
 import torchvision
-from conftest import build_model
 
 import gradcam_kit.models.checkpoint as checkpoint
 from gradcam_kit.models.checkpoint import load_checkpoint, save_checkpoint
@@ -38,7 +37,9 @@ def test_state_dict_keys_do_not_depend_on_hooks(fresh_model):
 
 
 @pytest.mark.parametrize(("saved_on", "loaded_on"), [(True, False), (False, True)])
-def test_checkpoint_round_trip_across_gradcam_modes(tmp_path, trained_state, saved_on, loaded_on):
+def test_checkpoint_round_trip_across_gradcam_modes(
+    tmp_path, trained_state, saved_on, loaded_on, build_model
+):
     source = build_model(enable_gradcam=saved_on)
     source.load_state_dict(trained_state)
     path = save_checkpoint(tmp_path / "best.pt", source, num_classes=2, class_names=["NORMAL", "PNEUMONIA"])

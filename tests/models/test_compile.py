@@ -19,17 +19,19 @@ import os
 
 import pytest
 import torch
-from conftest import SIZE, build_model
 from torch.testing import assert_close
 
 from gradcam_kit.models.compile import compile_stages
+
+SIZE = 64  # the side of conftest's images
+pytestmark = pytest.mark.slow  # torch.compile: every test compiles
 
 BACKEND = "aot_eager"
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 
 
 @pytest.fixture(scope="module")
-def eager():
+def eager(build_model):
     """A model with Grad-CAM enabled, its input and its eager outputs."""
     model = build_model(num_classes=2, enable_gradcam=True)
     x = torch.randn(2, 3, SIZE, SIZE, generator=torch.Generator().manual_seed(0))

@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 from gradcam_kit.data.datasets import ImageDataset
@@ -24,7 +25,7 @@ from gradcam_kit.training.distributed import (
 from gradcam_kit.training.train import SEEN_ENV, BalancedBatchSampler
 from resnet50 import ResNet50FineTuned
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _free_port() -> int:
@@ -48,6 +49,8 @@ def test_single_process_context_and_helpers(monkeypatch):
     assert [len(b) for b in batches] == [3, 3, 3]  # never a batch of one for BatchNorm
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_torchrun_two_cpu_processes(tmp_path):
     data = tmp_path / "data"
     write_image_folder(data, {"train": 12, "val": 5}, size=32, seed=0, progress=False)
