@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -43,8 +43,11 @@ from .loop import (
     train_one_epoch,
 )
 
-if TYPE_CHECKING:
-    from ..cli.outputs import OutputFolder
+
+class ClearableOutputs(Protocol):
+    """What :func:`train` needs of an output folder (the commands pass an ``OutputFolder``)."""
+
+    def clear(self) -> None: ...
 
 __all__ = [
     "DEFAULTS", "SEEN_ENV", "BalancedBatchSampler", "build_model", "load_config", "predict",
@@ -166,7 +169,7 @@ def _seen_path(epoch: int, rank: int) -> Path | None:
 def train(
     cfg: argparse.Namespace,
     context: DistributedContext,
-    outputs: OutputFolder | None = None,
+    outputs: ClearableOutputs | None = None,
     resume: dict | None = None,
 ) -> int:
     """Trains as ``cfg`` says; returns 0.
