@@ -26,7 +26,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weights to load (counts and shapes do not depend on them)")
     parser.add_argument("--freeze-features", action=argparse.BooleanOptionalAction, default=None,
                         help="freeze all but the head (default: the model's own default)")
-    parser.add_argument("--input-size", type=int, nargs="+", default=[224], metavar="N",
+    parser.add_argument("--image-size", "--input-size", dest="input_size", type=int, nargs="+", default=[224], metavar="N",
                         help="input H [W] (default 224)")
     parser.add_argument("--target-layer", help="Grad-CAM layer to report (default: the model's own)")
     parser.add_argument("--visualize", action="store_true", help="also draw a diagram PNG")

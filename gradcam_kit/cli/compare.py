@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="replace the results an earlier run wrote in --output (never other files)")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda if available)")
     add_dicom_window_argument(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true", help="no progress bar")
 
 
 def _checked_methods(args: argparse.Namespace) -> list[str]:

@@ -56,9 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--image-size", "--size", dest="image_size", type=int, default=None, help="input size (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=16, help="(default: %(default)s)")
-    parser.add_argument("--workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
+    parser.add_argument("--workers", "--num-workers", dest="workers", type=int, default=0, help="DataLoader workers (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: %(default)s)")
     add_dicom_window_argument(parser)
+    parser.add_argument("--output", "--out", dest="output", type=Path, default=None,
+                        help="folder for evaluation.json and overlays/ (default: the checkpoint's folder)")
     parser.add_argument("--json", default=None, help="where to write the results (default: <checkpoint folder>/evaluation.json)")
     parser.add_argument("--overlays", type=int, default=0, help="write overlays of this many positives (default: %(default)s)")
     parser.add_argument("--overlay-dir", default=None, help="(default: <checkpoint folder>/overlays)")
@@ -84,6 +86,10 @@ def _output_folders(args: argparse.Namespace, checkpoint: Path) -> list:
     """
     from .outputs import OutputFolder
 
+    if args.output is not None:
+        if args.json or args.overlay_dir:
+            raise ValueError("--output names the folder for evaluation.json and overlays/; drop --json and --overlay-dir")
+        args.json, args.overlay_dir = str(args.output / "evaluation.json"), str(args.output / "overlays")
     json_path = Path(args.json) if args.json else checkpoint.parent / "evaluation.json"
     names = [json_path.name]
     folders = []

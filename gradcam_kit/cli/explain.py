@@ -97,7 +97,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("--index", type=int, nargs="+", default=None, metavar="I", help="explain only these inputs (positions in the sorted list)")
     data.add_argument("--seed", type=int, default=0, help="seed of --random")
     data.add_argument("--batch-size", type=int, default=16)
-    data.add_argument("--num-workers", type=int, default=None, help="DataLoader decode workers (default: min(4, CPUs))")
+    data.add_argument("--workers", "--num-workers", dest="num_workers", type=int, default=None, help="DataLoader decode workers (default: min(4, CPUs))")
     add_dicom_window_argument(data)
 
     out = parser.add_argument_group("output")
@@ -111,6 +111,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     out.add_argument("--png-compression", type=int, default=1, choices=range(10), metavar="0-9", help="zlib level of the PNGs (default 1: fast)")
     out.add_argument("--writers", type=int, default=None, help="threads drawing titles and encoding PNGs (default: the CPUs the decode workers leave, 2 to 8)")
     out.add_argument("--profile", action="store_true", help="print where the time goes, per stage")
+    out.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
 
 
 # -- set-up, all before any image is decoded --------------------------------------------
@@ -312,7 +313,7 @@ def run(args: argparse.Namespace) -> int:
         setup = time.perf_counter() - started
         options = _overlay_options(args, info, class_idx)
         rows, failed, stats = explain_images(
-            items[rank::world], model, info, options, device, output, inputs.root, show_progress=rank == 0
+            items[rank::world], model, info, options, device, output, inputs.root, show_progress=rank == 0 and args.progress
         )
         if world > 1:
             rows, failed = _gather(rows, failed, rank, world)

@@ -15,7 +15,7 @@ __all__ = ["add_arguments", "run"]
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m gradcam_kit synth``."""
     parser.add_argument("--out", "--output", dest="out", default="data/synthetic", help="output folder (default: %(default)s)")
-    parser.add_argument("--size", type=int, default=128, help="image side in pixels (default: %(default)s)")
+    parser.add_argument("--image-size", "--size", dest="size", type=int, default=128, help="image side in pixels (default: %(default)s)")
     parser.add_argument("--train", type=int, default=400, help="training images (default: %(default)s)")
     parser.add_argument("--val", type=int, default=100, help="validation images (default: %(default)s)")
     parser.add_argument("--test", type=int, default=200, help="held-out test images (default: %(default)s)")
@@ -24,7 +24,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--positive-fraction", type=float, default=0.5,
         help="share of images with a lesion (default: %(default)s)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--overwrite", action="store_true",
         help="replace the dataset an earlier synth run wrote in --out (never other files)",

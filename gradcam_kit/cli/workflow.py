@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     (out / MANIFEST).write_text(json.dumps({"parts": list(PARTS)}, indent=2))
     data, model, report = out / "data", out / "model", out / "explain"
-    quiet = [] if args.progress else ["--quiet"]
+    quiet = [] if args.progress else ["--no-progress"]
     _step("1/4 synthetic chest X-rays", [
         "synth", "--out", str(data), "--size", str(args.image_size), "--train", str(args.train),
         "--val", str(args.val), "--test", str(args.test), "--seed", str(args.seed), *quiet,

@@ -126,6 +126,15 @@ def test_demo_uses_the_workflow_checkpoint_when_it_exists(workflow, tmp_path, mo
     ("gradcam_kit.cli.synth", ["--output", "o"], {"out": "o"}),
     ("gradcam_kit.cli.evaluate", ["--checkpoint", "c", "--data", "d", "--size", "96", "--layer", "layer2"],
      {"image_size": 96, "layers": ["layer2"]}),
+    # progress bars, loader workers, input size and output folder: one spelling everywhere
+    ("gradcam_kit.cli.synth", ["--out", "o", "--image-size", "96", "--no-progress"], {"size": 96, "quiet": True}),
+    ("gradcam_kit.cli.compare", ["--data", "d", "--no-progress"], {"quiet": True}),
+    ("gradcam_kit.cli.explain", ["in", "--workers", "2", "--no-progress"], {"num_workers": 2, "progress": False}),
+    ("gradcam_kit.cli.evaluate", ["--checkpoint", "c", "--data", "d", "--out", "o", "--num-workers", "1", "--no-progress"],
+     {"output": "o", "workers": 1, "progress": False}),
+    ("gradcam_kit.cli.arch", ["--image-size", "96"], {"input_size": [96]}),
+    ("gradcam_kit.cli.workflow", ["--out", "o", "--image-size", "96", "--no-progress"],
+     {"out": "o", "image_size": 96, "progress": False}),
 ])
 def test_one_vocabulary_for_the_same_things(module, argv, expected):
     import argparse
