@@ -32,10 +32,10 @@ import torch
 from PIL import Image
 
 from gradcam_kit.cli.options import warn_if_size_differs
+from gradcam_kit.core.scores import class_probabilities, predicted_class
 from gradcam_kit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
 from gradcam_kit.methods import method_title
 from gradcam_kit.models.checkpoint import load_checkpoint
-from gradcam_kit.viz.render import images_to_tensor, overlay, to_numpy_images
 from resnet50 import ResNet50FineTuned
 
 __all__ = ["main", "synthetic_xray"]
@@ -112,14 +112,6 @@ def _parser() -> argparse.ArgumentParser:
         help="model input size (default: the checkpoint's, else 224)",
     )
     return parser
-
-
-def _probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over classes; a single logit is a sigmoid, returned as P(negative), P(positive)."""
-    if logits.shape[1] == 1:
-        positive = torch.sigmoid(logits[:, 0])
-        return torch.stack([1 - positive, positive], dim=1)
-    return torch.softmax(logits.float(), dim=1)
 
 
 def _save_figure(
@@ -220,8 +212,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n[1] Prediction without Grad-CAM")
     with torch.no_grad():
         logits = model(x)
-    probabilities = _probabilities(logits)[0]
-    predicted = int(probabilities.argmax())
+    probabilities = class_probabilities(logits)[0]  # a single logit: [P(class 0), P(class 1)]
+    predicted = int(predicted_class(logits)[0])
     print(f"    gradcam_enabled={model.gradcam_enabled}, logits={logits[0].tolist()}")
     print(f"    predicted: {names[predicted]} (p={float(probabilities[predicted]):.3f})")
 
@@ -232,14 +224,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with torch.no_grad():
             logits_cam, heatmap = model(x, return_gradcam=True)
-            if num_classes == 1:
-                # A single logit: the "chosen class" 0 is the negative decision, -logit.
-                _, chosen_heatmap = model(
-                    x, return_gradcam=True,
-                    gradcam_score_fn=(lambda z: -z[:, 0]) if chosen == 0 else (lambda z: z[:, 0]),
-                )
-            else:
-                _, chosen_heatmap = model(x, return_gradcam=True, gradcam_class_idx=chosen)
+            # A single logit: class 0 explains -logit, class 1 +logit (gradcam_kit.core.scores).
+            _, chosen_heatmap = model(x, return_gradcam=True, gradcam_class_idx=chosen)
     except ValueError as err:
         print(f"error: --class-idx: {err}", file=sys.stderr)
         return 2
@@ -257,13 +243,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n[3] Grad-CAM overlays")
     map_name = f"{method_title(model.gradcam_choice['method'])} {model.gradcam_target_layer}"
     colored, overlaid = model.get_gradcam_overlay(x, original, alpha=0.5, colormap=cv2.COLORMAP_JET)
-    if num_classes == 1:  # get_gradcam_overlay explains classes; colour the decision's map
-        base = images_to_tensor(original, device)[None]
-        chosen_colored, chosen_overlaid = (
-            to_numpy_images(t[0]) for t in overlay(base, chosen_heatmap, 0.5, cv2.COLORMAP_JET)
-        )
-    else:
-        chosen_colored, chosen_overlaid = model.get_gradcam_overlay(x, original, class_idx=chosen)
+    chosen_colored, chosen_overlaid = model.get_gradcam_overlay(x, original, class_idx=chosen)
     written = {
         "heatmap": output / "gradcam_heatmap.png",
         "overlay": output / "gradcam_overlay.png",

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.engine import CAMEngine
+from ..core.scores import predicted_class
 from ..methods import METHODS, CAMMethod, get_method
 from ..metrics.faithfulness import (
     auc,
@@ -172,7 +173,7 @@ def compare_methods(
         device = images.device
         with torch.no_grad():
             logits = model(images)
-        classes = logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] >= 0).long()
+        classes = predicted_class(logits)
         if not warmed_up:
             # First-call costs (allocator, kernel selection for this batch shape) stay out
             # of the first method's timing.

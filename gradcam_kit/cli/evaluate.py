@@ -100,7 +100,7 @@ def _score_batch(
     # One forward and one backward serve every method (CAMEngine.explain_methods).
     results = CAMEngine(model, layers, hold_model=False).explain_methods(
         images,
-        0 if single_logit else labels,
+        1 if single_logit else labels,  # a single logit: class 1 explains +z (core.scores)
         methods=methods,
         output_size=None,
         normalize=False,

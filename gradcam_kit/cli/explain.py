@@ -346,27 +346,18 @@ def _predict(logits: Tensor, class_idx: int | None) -> tuple[Tensor, Tensor, Ten
     """Probabilities ``(B, C)``, predicted and explained class ``(B,)``, on the device."""
     import torch
 
-    if logits.shape[1] == 1:
-        positive = torch.sigmoid(logits[:, 0].float())
-        probs = torch.stack([1 - positive, positive], dim=1)
-        predicted = (positive >= 0.5).long()
-    else:
-        probs = torch.softmax(logits.float(), dim=1)
-        predicted = probs.argmax(dim=1)
+    from ..core.scores import class_probabilities, predicted_class
+
+    probs, predicted = class_probabilities(logits), predicted_class(logits)
     explained = predicted if class_idx is None else torch.full_like(predicted, class_idx)
     return probs, predicted, explained
 
 
 def _gradcam_kwargs(num_outputs: int, class_idx: int | None, choice: dict, alignment: str) -> dict:
-    kwargs: dict = {
+    return {
         "gradcam_method": choice["method"], "gradcam_layers": choice["layer"], "gradcam_alignment": alignment,
+        "gradcam_class_idx": class_idx,  # a single logit: class 1 explains z, class 0 -z (core.scores)
     }
-    if num_outputs == 1 and class_idx is not None:
-        # A single logit z: class 1 is "z", class 0 is "-z".
-        kwargs["gradcam_score_fn"] = (lambda z: z[:, 0]) if class_idx == 1 else (lambda z: -z[:, 0])
-    else:
-        kwargs["gradcam_class_idx"] = class_idx
-    return kwargs
 
 
 # -- host side: titles, PNGs ----------------------------------------------------------

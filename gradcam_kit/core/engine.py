@@ -143,8 +143,9 @@ class CAMOutput:
     Attributes:
         logits: the model's output, following the caller's grad mode.
         heatmaps: ``{layer_name: (B, H, W) float32}`` maps on the input's device.
-        class_idx: ``(B,)`` the explained class per image; ``None`` when a ``score_fn`` or
-            the decision of a single-logit head was explained.
+        class_idx: ``(B,)`` the explained class per image (for a single-logit head ``1``
+            explains ``+z`` and ``0`` explains ``-z``, see :mod:`gradcam_kit.core.scores`);
+            ``None`` when a ``score_fn`` was explained.
     """
 
     logits: Tensor
@@ -376,7 +377,9 @@ class CAMEngine:
         Args:
             x: the input batch ``(B, C, H, W)``.
             class_idx: ``None`` for each image's predicted class, an ``int`` for all images,
-                or a sequence/tensor with one class per image.
+                or a sequence/tensor with one class per image. A single-logit head has the
+                classes ``0`` (explains ``-z``) and ``1`` (explains ``+z``); see
+                :mod:`gradcam_kit.core.scores`.
             layers: layers to explain in this call instead of the engine's own; hooks on
                 them live for this call only.
             method: a method for this call instead of the engine's.
@@ -510,7 +513,7 @@ class CAMEngine:
                 logits, indices, dict(zip(targets, activations)), score_fn, caller_grad
             )
         method_idx = indices
-        if method_idx is None:  # a score_fn, or the decision of a single-logit head
+        if method_idx is None:  # a score_fn
             method_idx = torch.zeros(batch, dtype=torch.long, device=x.device)
         size = tuple(x.shape[-2:]) if output_size == "input" else output_size
         if not caller_grad:

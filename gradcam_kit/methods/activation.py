@@ -26,6 +26,7 @@ from contextlib import contextmanager
 import torch
 from torch import Tensor, nn
 
+from ..core.scores import select_class
 from .base import CAMMethod
 
 __all__ = ["ClassActivationMap", "ScoreCAM", "TopKScoreCAM", "score_cam"]
@@ -37,7 +38,9 @@ class ClassActivationMap(CAMMethod):
     """CAM (Zhou et al., CVPR 2016, arXiv:1512.04150): the classifier's weights, no gradient.
 
     Valid for a global-average-pool + linear head, explained at the layer that feeds the
-    pool (``layer4`` for a ResNet). ``head`` is that linear layer.
+    pool (``layer4`` for a ResNet). ``head`` is that linear layer. For a single-logit head
+    class ``1`` uses the weights as they are and class ``0`` negated, as the scores do
+    (:func:`gradcam_kit.core.scores.select_class`).
     """
 
     name = "cam"
@@ -57,7 +60,8 @@ class ClassActivationMap(CAMMethod):
                 f"{activation.shape[1]} channels, the head expects {self.head.in_features} "
                 "(for a ResNet use target layer 'layer4')"
             )
-        weights = self.head.weight.detach()[class_idx].to(activation.dtype)
+        weight = self.head.weight.detach().to(activation.dtype)
+        weights = select_class(weight.expand(activation.shape[0], -1, -1), class_idx)
         return torch.einsum("bc,bchw->bhw", weights, activation)
 
     def __repr__(self) -> str:

@@ -1,0 +1,133 @@
+"""One owner per concept: the rules that used to be written several times, pinned once."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from gradcam_kit.core.engine import CAMEngine
+from gradcam_kit.core.scores import (
+    class_probabilities,
+    class_probability,
+    class_scores,
+    predicted_class,
+    resolve_class_idx,
+)
+
+# -- 1. the single-logit rule (gradcam_kit.core.scores) ---------------------------------
+
+
+def tiny_net(outputs: int) -> nn.Module:
+    """conv -> ReLU -> global average pool -> linear: CAM-compatible at layer "1"."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, outputs)
+    ).eval()
+
+
+def single_logit_setup() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """A single-logit net and two images, one decided positive (z > 0) and one negative."""
+    model = tiny_net(1)
+    images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        z = model(images)[:, 0]
+        model[-1].bias -= z.mean()  # one logit above zero, one below
+        z = model(images)[:, 0]
+    assert (z > 0).sum() == 1 and (z < 0).sum() == 1
+    return model, images, z
+
+
+def test_predicted_class_of_a_single_logit_is_z_at_least_zero():
+    logits = torch.tensor([[0.0], [-1e-9], [3.0], [-2.0]])
+    assert predicted_class(logits).tolist() == [1, 0, 1, 0]
+    # sigmoid(-1e-9) rounds to 0.5 in float32: the rule is decided on z, not on the sigmoid.
+    assert float(torch.sigmoid(logits[1, 0])) == 0.5
+    assert predicted_class(torch.tensor([[0.1, 0.7, 0.2]])).tolist() == [1]
+    with pytest.raises(ValueError, match=r"shape \(B, num_classes\)"):
+        predicted_class(torch.zeros(3))
+
+
+def test_single_logit_probabilities_are_negative_then_positive():
+    logits = torch.tensor([[2.0], [-1.0]])
+    p = torch.sigmoid(logits[:, 0])
+    torch.testing.assert_close(class_probabilities(logits), torch.stack([1 - p, p], 1))
+    torch.testing.assert_close(class_probability(logits, torch.tensor([1, 0])), torch.stack([p[0], 1 - p[1]]))
+    multi = torch.tensor([[1.0, 2.0, 0.5]])
+    torch.testing.assert_close(class_probability(multi, torch.tensor([1])), multi.softmax(1)[:, 1])
+
+
+def test_single_logit_scores_are_plus_z_for_class_1_and_minus_z_for_class_0():
+    logits = torch.tensor([[2.0], [-3.0]])
+    assert class_scores(logits, torch.tensor([1, 1])).tolist() == [2.0, -3.0]
+    assert class_scores(logits, torch.tensor([0, 0])).tolist() == [-2.0, 3.0]
+    assert class_scores(logits, None).tolist() == [2.0, 3.0]  # the prediction: |z|
+    assert resolve_class_idx(None, logits).tolist() == [1, 0]
+    assert resolve_class_idx(1, logits).tolist() == [1, 1]
+    with pytest.raises(ValueError, match=r"out of range: expected an int in \[0, 1\]"):
+        resolve_class_idx(2, logits)
+
+
+def test_engine_explains_class_0_as_minus_z_and_class_1_as_plus_z():
+    model, images, z = single_logit_setup()
+    engine = CAMEngine(model, "1")
+    try:
+        maps = {k: engine.explain(images, k, normalize=False).heatmaps["1"] for k in (0, 1)}
+        plus = engine.explain(images, score_fn=lambda out: out[:, 0], normalize=False).heatmaps["1"]
+        minus = engine.explain(images, score_fn=lambda out: -out[:, 0], normalize=False).heatmaps["1"]
+        predicted = engine.explain(images, normalize=False)
+    finally:
+        engine.remove()
+    torch.testing.assert_close(maps[1], plus)
+    torch.testing.assert_close(maps[0], minus)
+    assert not torch.allclose(maps[0], maps[1])
+    assert predicted.class_idx.tolist() == (z >= 0).long().tolist()
+    for i, k in enumerate(predicted.class_idx.tolist()):
+        torch.testing.assert_close(predicted.heatmaps["1"][i], maps[k][i])
+
+
+@pytest.mark.parametrize("method", ["cam", "scorecam"])
+def test_gradient_free_methods_follow_the_same_rule(method):
+    from gradcam_kit.methods import ClassActivationMap, ScoreCAM
+
+    model, images, z = single_logit_setup()
+    cam_method = ClassActivationMap(model[-1]) if method == "cam" else ScoreCAM(batch_size=4)
+    engine = CAMEngine(model, "1", method=cam_method)
+    try:
+        maps = {k: engine.explain(images, k, normalize=False).heatmaps["1"] for k in (0, 1)}
+        predicted = engine.explain(images, normalize=False).heatmaps["1"]
+    finally:
+        engine.remove()
+    if method == "cam":  # class 0 uses the head's weights negated: the two maps never overlap
+        assert bool((maps[0] * maps[1] == 0).all()) and bool((maps[0] + maps[1] > 0).any())
+    negative = int((z < 0).nonzero()[0, 0])
+    torch.testing.assert_close(predicted[negative], maps[0][negative])
+
+
+def test_faithfulness_tracks_the_probability_of_the_explained_class():
+    from gradcam_kit.metrics.faithfulness import cam_explainer, confidence_scores
+
+    model, images, z = single_logit_setup()
+    saliency = torch.ones(2, 8, 8)
+    p = torch.sigmoid(z)
+    for k, expected in ((1, p), (0, 1 - p)):
+        original, _ = confidence_scores(model, images, saliency, k)
+        torch.testing.assert_close(original, expected)
+    # The explainer it drives accepts class 1 of a single logit (it used to be out of range).
+    maps = cam_explainer("1")(model, images, torch.tensor([1, 0]))
+    assert maps.shape == (2, 8, 8)
+
+
+def test_classification_and_explain_share_the_rule():
+    from gradcam_kit.cli.explain import _gradcam_kwargs, _predict
+    from gradcam_kit.metrics.classification import predictions, scores
+
+    logits = torch.tensor([[0.0], [-1e-9], [4.0]])
+    probs, predicted, explained = _predict(logits, None)
+    assert predicted.tolist() == predictions(logits).tolist() == predicted_class(logits).tolist() == [1, 0, 1]
+    assert explained.tolist() == [1, 0, 1]
+    torch.testing.assert_close(probs, scores(logits))
+    assert predictions(logits[:, 0]).tolist() == [1, 0, 1]
+    choice = {"method": "gradcam", "layer": "layer4"}
+    assert _gradcam_kwargs(1, 0, choice, "pixel")["gradcam_class_idx"] == 0
+    assert "gradcam_score_fn" not in _gradcam_kwargs(1, 0, choice, "pixel")
