@@ -131,3 +131,25 @@ def test_classification_and_explain_share_the_rule():
     choice = {"method": "gradcam", "layer": "layer4"}
     assert _gradcam_kwargs(1, 0, choice, "pixel")["gradcam_class_idx"] == 0
     assert "gradcam_score_fn" not in _gradcam_kwargs(1, 0, choice, "pixel")
+
+
+# -- 2. the default target layer (gradcam_kit.explainers.cnn) ---------------------------
+
+
+def test_one_default_target_layer_for_explainers_and_the_arch_command():
+    import torchvision
+
+    from gradcam_kit.explainers import cnn
+    from gradcam_kit.models import architecture
+
+    assert architecture.default_target_layer is cnn.default_target_layer
+    resnet = torchvision.models.resnet18(weights=None)
+    assert cnn.default_target_layer(resnet) == "layer4"
+    assert architecture.analyze(resnet, 64).target_layer == "layer4"
+
+    class OwnLayer(nn.Sequential):
+        gradcam_target_layer = "0"
+
+    own = OwnLayer(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))
+    assert cnn.default_target_layer(own) == "0"  # the model's own choice wins
+    assert cnn.default_target_layer(nn.Sequential(*own)) == "1"  # else the last conv

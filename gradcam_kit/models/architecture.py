@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..core.layers import canonical_layer_name
+from ..explainers.cnn import default_target_layer
 
 __all__ = [
     "RESNET_BUILDERS",
@@ -100,16 +101,6 @@ def _stage_modules(model: nn.Module) -> dict[str, list[nn.Module]]:
     return stages
 
 
-def default_target_layer(model: nn.Module) -> str:
-    """The layer Grad-CAM explains: the model's own choice, else the last conv of ``layer4``."""
-    own = getattr(model, "gradcam_target_layer", None)
-    if isinstance(own, str):
-        return own
-    last_block = list(model.layer4.children())[-1]
-    last_conv = "conv3" if hasattr(last_block, "conv3") else "conv2"
-    return f"layer4.{len(model.layer4) - 1}.{last_conv}"
-
-
 def analyze(
     model: nn.Module,
     input_size: int | Sequence[int] = 224,
@@ -123,7 +114,9 @@ def analyze(
         model: a torchvision ``ResNet`` (or :class:`resnet50.ResNet50FineTuned`).
         input_size: ``H`` (square) or ``(H, W)`` of the input image.
         model_name: shown in the report; defaults to the class name.
-        target_layer: the Grad-CAM layer to report; default :func:`default_target_layer`.
+        target_layer: the Grad-CAM layer to report; default
+            :func:`gradcam_kit.explainers.cnn.default_target_layer` (the model's own layer,
+            else ``layer4`` for a torchvision ResNet).
 
     Raises:
         ValueError: the model is not ResNet-shaped, or the input is too small for it (the
