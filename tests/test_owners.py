@@ -153,3 +153,66 @@ def test_one_default_target_layer_for_explainers_and_the_arch_command():
     own = OwnLayer(nn.Conv2d(3, 4, 3), nn.Conv2d(4, 4, 3))
     assert cnn.default_target_layer(own) == "0"  # the model's own choice wins
     assert cnn.default_target_layer(nn.Sequential(*own)) == "1"  # else the last conv
+
+
+# -- 3. eval mode and restore (gradcam_kit.core.modes) ----------------------------------
+
+
+def mixed_modes() -> nn.Module:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.Sequential(nn.Dropout(), nn.Linear(4, 2)))
+    model.train()
+    model[1].eval()  # a frozen BatchNorm in a training model
+    model[2][1].eval()
+    return model
+
+
+def flags(model: nn.Module) -> list[bool]:
+    return [m.training for m in model.modules()]
+
+
+def test_eval_mode_restores_every_submodules_flag():
+    from gradcam_kit.core.modes import eval_mode
+
+    model = mixed_modes()
+    before = flags(model)
+    assert len(set(before)) == 2
+    with eval_mode(model) as inside:
+        assert inside is model and not any(flags(model))
+    assert flags(model) == before
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(model):
+        raise RuntimeError("boom")
+    assert flags(model) == before
+
+
+def test_eval_mode_restores_when_eval_itself_raises():
+    from gradcam_kit.core.modes import eval_mode
+
+    class Faulty(nn.Module):
+        def train(self, mode: bool = True) -> nn.Module:
+            self.training = mode
+            if not mode:
+                raise RuntimeError("eval refused")
+            return self
+
+    model = nn.Sequential(mixed_modes(), Faulty())
+    before = flags(model)
+    with pytest.raises(RuntimeError, match="eval refused"), eval_mode(model):
+        pass
+    assert flags(model) == before
+
+
+def test_callers_restore_mixed_modes():
+    from gradcam_kit.methods import ScoreCAM
+    from gradcam_kit.training.train import predict
+
+    model = tiny_net(2)
+    model.train()
+    model[0].eval()
+    before = flags(model)
+    images = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    CAMEngine(model, "1", method=ScoreCAM(batch_size=4)).explain(images)
+    assert flags(model) == before
+    loader = [(images, torch.tensor([0, 1]), torch.tensor([0, 1]))]
+    model.to(memory_format=torch.channels_last)
+    predict(model, loader, torch.device("cpu"))
+    assert flags(model) == before

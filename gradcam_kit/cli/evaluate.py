@@ -26,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ..core.engine import CAMEngine
+from ..core.modes import eval_mode
 from ..metrics.classification import classification_metrics, format_metrics, json_safe
 from ..metrics.localization import (
     POINTING_MODES,
@@ -184,11 +185,10 @@ def evaluate_pointing(
     if mode not in POINTING_MODES:
         raise ValueError(f"mode must be one of {POINTING_MODES}, got {mode!r}")
     tally = _Tally(methods, layers)
-    was_training, was_enabled = model.training, model.gradcam_enabled
-    model.eval()
+    was_enabled = model.gradcam_enabled
     model.enable_gradcam_mode()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             total = len(loader) if hasattr(loader, "__len__") else None
             for batch in tqdm(loader, desc=desc, total=total, disable=not progress, leave=False):
                 _score_batch(
@@ -197,7 +197,6 @@ def evaluate_pointing(
                     overlays=overlays, names=names,
                 )
     finally:
-        model.train(was_training)
         if not was_enabled:
             model.disable_gradcam_mode()
     if not tally.logits:

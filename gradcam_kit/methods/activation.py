@@ -20,12 +20,12 @@ upsampling and normalisation of the final map are the engine's, as for every met
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
 
+from ..core.modes import eval_mode
 from ..core.scores import select_class
 from .base import CAMMethod
 
@@ -66,18 +66,6 @@ class ClassActivationMap(CAMMethod):
 
     def __repr__(self) -> str:
         return f"ClassActivationMap(head={self.head})"
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the masked forwards; every module's own flag is restored afterwards."""
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()  # inside the try: a train()/eval() override that raises restores too
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
 
 
 class ScoreCAM(CAMMethod):
@@ -162,7 +150,7 @@ class ScoreCAM(CAMMethod):
         total = batch * channels
         scores = torch.empty(total, device=x.device, dtype=torch.float32)
         starts = range(0, total, self.batch_size)
-        with torch.no_grad(), _eval_mode(self._model):
+        with torch.no_grad(), eval_mode(self._model):
             for start in tqdm(starts, desc="Score-CAM", disable=not self.progress, leave=False):
                 stop = min(start + self.batch_size, total)
                 masks = upsample(channel_maps[start:stop], size, align_corners=self.align_corners)

@@ -22,6 +22,7 @@ import torch
 from torch import nn
 
 from ..core.layers import canonical_layer_name
+from ..core.modes import eval_mode
 from ..explainers.cnn import default_target_layer
 
 __all__ = [
@@ -146,14 +147,12 @@ def analyze(
     target_shapes: list[tuple[int, ...]] = []
     x = torch.zeros(1, 3, height, width, device=device)
     # One plain forward, stage by stage, in eval mode so BatchNorm statistics stay as they
-    # are; the flag is restored afterwards. A temporary hook reads the target's shape.
-    was_training = model.training
+    # are; the flags are restored afterwards. A temporary hook reads the target's shape.
     handle = target_module.register_forward_hook(
         lambda _module, _inputs, output: target_shapes.append(tuple(output.shape[1:]))
     )
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for name, modules in stages.items():
                 if name == "fc":
                     x = torch.flatten(x, 1)
@@ -164,7 +163,6 @@ def analyze(
                 infos.append(StageInfo(name, tuple(x.shape[1:]), total, trainable, blocks))
     finally:
         handle.remove()
-        model.train(was_training)
     total, trainable = _count(model)
     target_shape = target_shapes[0] if target_shapes else None
     return ArchitectureReport(

@@ -40,6 +40,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from ..core.modes import eval_mode
 from ..data.datasets import ImageDataset, Sample, load_split, split_samples, verify_images
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from ..metrics.classification import classification_metrics, format_metrics, json_safe
@@ -390,10 +391,8 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, *, amp: 
     """``(indices, logits, targets)`` of this process's shard, in eval mode, without gradients."""
     from tqdm.auto import tqdm
 
-    was_training = model.training
-    model.eval()
     indices, logits, targets = [], [], []
-    try:
+    with eval_mode(model):  # every submodule's train/eval flag comes back afterwards
         with torch.no_grad():
             for images, labels, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
                 with _autocast(device, amp):
@@ -401,8 +400,6 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, *, amp: 
                 logits.append(output.float())
                 targets.append(labels.to(device))
                 indices.append(index.to(device))
-    finally:
-        model.train(was_training)
     if not logits:  # an empty shard (more processes than validation images)
         empty = torch.zeros(0, dtype=torch.long, device=device)
         outputs = _unwrap(model).fc.out_features
