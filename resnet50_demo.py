@@ -34,11 +34,12 @@ from PIL import Image
 from gradcam_kit.cli.options import warn_if_size_differs
 from gradcam_kit.core.scores import class_probabilities, predicted_class
 from gradcam_kit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
+from gradcam_kit.data.synthetic import generate_sample
 from gradcam_kit.methods import method_title
 from gradcam_kit.models.checkpoint import load_checkpoint
 from resnet50 import ResNet50FineTuned
 
-__all__ = ["main", "synthetic_xray"]
+__all__ = ["main", "synthetic_image"]
 
 DEFAULT_CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 #: What ``python -m gradcam_kit workflow`` writes with its default ``--out``.
@@ -46,39 +47,20 @@ WORKFLOW_CHECKPOINT = Path("runs/workflow/model/best.pt")
 WORKFLOW_TEST_IMAGES = Path("runs/workflow/data/test/opacity")
 FIGURE_SIZE = (12.0, 8.0)  # inches; at FIGURE_DPI this is a 1200 x 800 pixel PNG
 FIGURE_DPI = 100
+#: The synthetic X-ray drawn without ``--image`` (a positive sample: one lesion in a lung).
+SYNTHETIC_SAMPLE = 1
+SYNTHETIC_SIZE = 256
 
 
-def synthetic_xray(height: int = 288, width: int = 256, *, seed: int = 0) -> Image.Image:
-    """A grayscale image that looks roughly like a frontal chest X-ray.
-
-    A bright body on a dark background, two dark lung fields, a bright spine and
-    mediastinum, faint ribs, and one bright blob (a "lesion") in the right lung (the
-    left of the image, as X-rays are displayed), plus a little noise. Seeded.
+def synthetic_image(size: int = SYNTHETIC_SIZE) -> Image.Image:
+    """The demo's synthetic chest X-ray: sample :data:`SYNTHETIC_SAMPLE` of the package's
+    generator (:func:`gradcam_kit.data.synthetic.generate_sample`), drawn with a lesion.
 
     Returns:
-        a PIL image in mode ``"L"`` of ``height`` x ``width`` pixels.
+        a PIL image in mode ``"L"`` of ``size`` x ``size`` pixels.
     """
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
-    y, x = rows / height, cols / width
-
-    def ellipse(cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
-        return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1.0
-
-    image = np.full((height, width), 0.08, np.float32)
-    image[ellipse(0.55, 0.5, 0.52, 0.46)] = 0.62  # body
-    for cx in (0.3, 0.7):
-        image[ellipse(0.48, cx, 0.3, 0.16)] = 0.22  # lungs
-    lungs = ellipse(0.48, 0.3, 0.3, 0.16) | ellipse(0.48, 0.7, 0.3, 0.16)
-    ribs = (np.sin(y * 2 * np.pi * 9) > 0.75) & lungs
-    image[ribs] += 0.12
-    image[(np.abs(x - 0.5) < 0.05) & (y > 0.15)] = 0.8  # spine
-    image[ellipse(0.62, 0.53, 0.13, 0.1)] = 0.72  # heart / mediastinum
-    lesion = np.exp(-(((y - 0.55) / 0.06) ** 2 + ((x - 0.28) / 0.06) ** 2))
-    image += 0.55 * lesion * lungs
-    image = cv2.GaussianBlur(image, (0, 0), sigmaX=max(height, width) / 150)
-    image += rng.normal(0.0, 0.02, image.shape).astype(np.float32)
-    return Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), "L")
+    sample = generate_sample(SYNTHETIC_SAMPLE, size=size, positive=True)
+    return Image.fromarray(sample.image.numpy(), "L")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -165,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # -- the image --------------------------------------------------------------------
     if args.image is None:
-        original = synthetic_xray()
+        original = synthetic_image()
         image_path = output / "synthetic_xray.png"
         original.save(image_path)
         print(f"No --image: generated a synthetic chest X-ray, wrote {image_path}")
