@@ -36,7 +36,6 @@ from gradcam_kit.core.scores import class_probabilities, predicted_class
 from gradcam_kit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
 from gradcam_kit.data.synthetic import generate_sample
 from gradcam_kit.methods import method_title
-from gradcam_kit.models.checkpoint import load_checkpoint
 from resnet50 import ResNet50FineTuned
 
 __all__ = ["main", "synthetic_image"]
@@ -170,13 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         try:
             model = ResNet50FineTuned.from_checkpoint(args.checkpoint, enable_gradcam=False)
-            metadata = load_checkpoint(args.checkpoint)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        warn_if_size_differs(args.size, metadata.get("input_size"), flag="--image-size")
-        size = size or metadata.get("input_size")
-        mean, std = metadata.get("mean", mean), metadata.get("std", std)
+        warn_if_size_differs(args.size, model.input_size, flag="--image-size")
+        size = size or model.input_size  # the checkpoint's (checkpoint_metadata), else 224
+        mean, std = model.mean, model.std
         print(f"Loaded checkpoint {args.checkpoint}")
         choice = model.gradcam_choice
         print(f"Grad-CAM: {choice['layer']} with {method_title(choice['method'])} ({choice['source']})")

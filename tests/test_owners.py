@@ -216,3 +216,54 @@ def test_callers_restore_mixed_modes():
     model.to(memory_format=torch.channels_last)
     predict(model, loader, torch.device("cpu"))
     assert flags(model) == before
+
+
+# -- 5. checkpoint metadata (gradcam_kit.models.checkpoint.checkpoint_metadata) ---------
+
+
+def test_checkpoint_metadata_rules():
+    from gradcam_kit.models.checkpoint import CheckpointMetadata, checkpoint_metadata
+
+    head = {"module.fc.weight": torch.zeros(1, 4), "module.fc.bias": torch.zeros(1)}
+    meta = checkpoint_metadata({
+        "state_dict": head, "class_names": ["normal", "opacity"], "input_size": [64, 96],
+        "mean": [0.5], "std": [0.2, 0.3, 0.4], "target_layer": "layer3",
+        "recommended": {"layer": "layer4", "method": "gradcam++"},
+    })
+    assert meta == CheckpointMetadata(
+        num_classes=1, class_names=["normal", "opacity"], input_size=(64, 96),
+        mean=(0.5, 0.5, 0.5), std=(0.2, 0.3, 0.4), target_layer="layer3",
+        recommended={"layer": "layer4", "method": "gradcam++"},
+    )
+    assert checkpoint_metadata({"input_size": 80}).input_size == (80, 80)
+    assert checkpoint_metadata({"input_size": "80"}).input_size is None
+    # mean and std go together; names must fit the head; a recommendation names a layer.
+    odd = checkpoint_metadata({"num_classes": 3, "class_names": ["a", "b"], "mean": [0.1, 0.2, 0.3], "recommended": {}})
+    assert (odd.mean, odd.std, odd.class_names, odd.recommended) == (None, None, None, None)
+    assert checkpoint_metadata({}) == CheckpointMetadata()
+
+
+def test_model_and_commands_read_a_checkpoint_alike(tmp_path):
+    import argparse
+
+    from gradcam_kit.cli.explain import _read_model_info
+    from gradcam_kit.data.inputs import Inputs
+    from gradcam_kit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
+    from gradcam_kit.models.checkpoint import save_checkpoint
+    from gradcam_kit.models.resnet50 import ResNet50FineTuned
+    from gradcam_kit.viz.figures import _preprocessing
+
+    torch.manual_seed(0)
+    path = save_checkpoint(
+        tmp_path / "best.pt", ResNet50FineTuned(1, weights=None), class_names=["no", "yes"],
+        input_size=[72, 72], mean=[0.4, 0.4, 0.4],  # a mean without a std: both ignored
+    )
+    model = ResNet50FineTuned.from_checkpoint(path)
+    assert model.fc.out_features == 1 and model.class_names == ["no", "yes"]
+    assert model.input_size == (72, 72) and (model.mean, model.std) == (IMAGENET_MEAN, IMAGENET_STD)
+    args = argparse.Namespace(checkpoint=path, weights=None, size=None, num_classes=None)
+    info = _read_model_info(args, Inputs(items=[]))
+    assert (info.num_outputs, info.class_names, info.size) == (1, ["no", "yes"], (72, 72))
+    assert (tuple(info.mean), tuple(info.std)) == (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
+    assert _preprocessing(argparse.Namespace(checkpoint=path, size=None)) == (72, {})
+

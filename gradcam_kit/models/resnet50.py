@@ -28,6 +28,7 @@ from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize, preproce
 from ..methods.base import CAMMethod
 from ..viz.render import images_to_tensor, overlay, to_numpy_images
 from .checkpoint import (
+    checkpoint_metadata,
     explanation_choice,
     extract_state_dict,
     load_checkpoint,
@@ -139,30 +140,21 @@ class ResNet50FineTuned(ResNet):
         if "num_classes" in kwargs:  # an explicit value wins, even 0 (which is refused)
             num_classes = kwargs.pop("num_classes")
         else:
-            num_classes = loaded.get("num_classes")
+            num_classes = checkpoint_metadata(loaded, source=str(path)).num_classes
             if num_classes is None:
-                state_dict = extract_state_dict(loaded, source=str(path))
-                heads = [v for k, v in state_dict.items() if k == "fc.weight" or k.endswith(".fc.weight")]
-                if not heads:
-                    raise ValueError(
-                        f"checkpoint {path} holds no fc.weight to read the number of classes "
-                        "from; pass num_classes=... or load it with "
-                        "ResNet50FineTuned(num_classes, weights=path)"
-                    )
-                num_classes = heads[0].shape[0]
-            num_classes = int(num_classes)
+                extract_state_dict(loaded, source=str(path))  # no state_dict at all: say that
+                raise ValueError(
+                    f"checkpoint {path} holds no fc.weight to read the number of classes "
+                    "from; pass num_classes=... or load it with "
+                    "ResNet50FineTuned(num_classes, weights=path)"
+                )
         return cls(num_classes, weights=path, **kwargs)
 
     def _read_metadata(self, loaded: dict) -> None:
-        names = loaded.get("class_names")
-        self.class_names = list(names) if isinstance(names, (list, tuple)) else None
-        size = loaded.get("input_size")
-        if isinstance(size, int):
-            self.input_size = (size, size)
-        elif isinstance(size, (list, tuple)) and len(size) == 2:
-            self.input_size = (int(size[0]), int(size[1]))
-        if loaded.get("mean") and loaded.get("std"):
-            self.mean, self.std = tuple(loaded["mean"]), tuple(loaded["std"])
+        metadata = checkpoint_metadata(loaded)
+        self.class_names, self.input_size = metadata.class_names, metadata.input_size
+        if metadata.mean is not None:
+            self.mean, self.std = metadata.mean, metadata.std
 
     def preprocess(self, image: object, *, device: torch.device | str | None = None) -> Tensor:
         """One image -> a ``(1, 3, H, W)`` batch at the size and normalisation this model was

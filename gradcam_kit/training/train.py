@@ -542,12 +542,14 @@ def _train(
         state = load_checkpoint(cfg.resume)
         if "optimizer" not in state or "epoch" not in state:
             raise ValueError(f"{cfg.resume} holds no training state; resume from the last.pt that train wrote")
-        if list(state.get("class_names") or []) != class_names or state.get("num_classes") != num_classes:
+        from ..models.checkpoint import checkpoint_metadata, extract_state_dict, load_into
+
+        stored = checkpoint_metadata(state, source=str(cfg.resume))
+        if stored.class_names != class_names or stored.num_classes != num_classes:
             raise ValueError(
-                f"{cfg.resume} was trained for classes {state.get('class_names')} "
-                f"(num_classes={state.get('num_classes')}), this data has {class_names}"
+                f"{cfg.resume} was trained for classes {stored.class_names} "
+                f"(num_classes={stored.num_classes}), this data has {class_names}"
             )
-        from ..models.checkpoint import extract_state_dict, load_into
 
         load_into(model, extract_state_dict(state, source=cfg.resume), source=cfg.resume)
         optimizer.load_state_dict(state["optimizer"])

@@ -398,25 +398,18 @@ def _preprocessing(args: argparse.Namespace) -> tuple[int, dict[str, list[float]
     Returns ``(size, {"mean": ..., "std": ...})`` (the dict empty for the defaults), ready
     for :func:`gradcam_kit.data.preprocess.build_transform`.
     """
-    stored: dict = {}
-    if args.checkpoint is not None:
-        from ..models.checkpoint import load_checkpoint
+    from ..models.checkpoint import CheckpointMetadata, checkpoint_metadata, load_checkpoint
 
-        stored = load_checkpoint(args.checkpoint)
+    stored = CheckpointMetadata()
+    if args.checkpoint is not None:
+        stored = checkpoint_metadata(load_checkpoint(args.checkpoint), source=str(args.checkpoint))
     if args.size is not None:
         if args.size < 32:
             raise ValueError(f"--size must be at least 32 (ResNet downsamples 32x), got {args.size}")
         size = args.size
     else:
-        size = stored.get("input_size", 224)
-        if isinstance(size, (list, tuple)):
-            size = int(size[-1]) if size else 224
-        size = int(size)
-    normalization = {
-        key: [float(v) for v in stored[key]]
-        for key in ("mean", "std")
-        if isinstance(stored.get(key), (list, tuple)) and len(stored[key]) == 3
-    }
+        size = stored.input_size[-1] if stored.input_size else 224
+    normalization = {} if stored.mean is None else {"mean": list(stored.mean), "std": list(stored.std)}
     return size, normalization
 
 
