@@ -33,6 +33,7 @@ from PIL import Image
 
 from gradcam_kit.cli.options import warn_if_size_differs
 from gradcam_kit.core.scores import class_probabilities, predicted_class
+from gradcam_kit.data.datasets import scan_images
 from gradcam_kit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
 from gradcam_kit.data.synthetic import generate_sample
 from gradcam_kit.methods import method_title
@@ -135,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.checkpoint = WORKFLOW_CHECKPOINT
         print(f"No --checkpoint: using {WORKFLOW_CHECKPOINT}, the model `python -m gradcam_kit workflow` trained")
         if args.image is None:
-            positives = sorted(p for p in WORKFLOW_TEST_IMAGES.glob("*.png") if not p.stem.endswith("_mask"))
+            positives, _ = scan_images(WORKFLOW_TEST_IMAGES)
             args.image = positives[0] if positives else None
     if args.size is not None and args.size < 32:
         parser.error(f"--size must be at least 32 (ResNet50 downsamples by 32), got {args.size}")

@@ -267,3 +267,32 @@ def test_model_and_commands_read_a_checkpoint_alike(tmp_path):
     assert (tuple(info.mean), tuple(info.std)) == (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
     assert _preprocessing(argparse.Namespace(checkpoint=path, size=None)) == (72, {})
 
+
+# -- 6. the folder scanner (gradcam_kit.data.datasets.scan_images) ----------------------
+
+
+def test_one_scanner_for_datasets_and_explain_inputs(tmp_path):
+    from PIL import Image
+
+    from gradcam_kit.data.datasets import image_folder_samples, scan_images
+    from gradcam_kit.data.inputs import collect_inputs
+
+    folder = tmp_path / "root" / "sick"
+    for name in ("z.png", "B.JPG", "a.png", "a_mask.png", ".hidden.png", ".cache/x.png", "sub/c.png", "notes.txt"):
+        path = folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if name.endswith("txt"):
+            path.write_text("not an image")
+        else:
+            Image.new("L", (8, 8)).save(path, format="PNG" if name.lower().endswith("png") else "JPEG")
+    images, skipped = scan_images(folder)
+    expected = [folder / n for n in ("B.JPG", "a.png", "sub/c.png", "z.png")]
+    assert images == expected
+    assert [(path, reason.split(" (")[0]) for path, reason in skipped] == [(str(folder / "notes.txt"), "not an image file")]
+    samples, names = image_folder_samples(tmp_path / "root")
+    assert names == ["sick"] and [s.path for s in samples] == expected
+    assert samples[1].mask == folder / "a_mask.png"
+    assert [i.path for i in collect_inputs(folder).items] == expected
+    assert [i.path for i in collect_inputs(tmp_path / "root").items] == expected
+    assert scan_images(tmp_path / "absent") == ([], [])
+
