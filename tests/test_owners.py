@@ -296,3 +296,30 @@ def test_one_scanner_for_datasets_and_explain_inputs(tmp_path):
     assert [i.path for i in collect_inputs(tmp_path / "root").items] == expected
     assert scan_images(tmp_path / "absent") == ([], [])
 
+
+# -- 7. type aliases (gradcam_kit.core.types) ------------------------------------------
+
+
+def test_signatures_use_the_named_aliases():
+    import inspect
+    import typing
+
+    from gradcam_kit.core import types
+    from gradcam_kit.explainers import cnn, vit
+    from gradcam_kit.methods import activation
+    from gradcam_kit.models.resnet50 import ResNet50FineTuned
+
+    expected = {"class_idx": "ClassIdx", "gradcam_class_idx": "ClassIdx", "output_size": "OutputSize",
+                "score_fn": "ScoreFn | None", "layers": "LayerSpec | None", "target_layers": "LayerSpec"}
+    functions = [CAMEngine.__init__, CAMEngine.explain, CAMEngine.explain_methods, cnn.explain,
+                 cnn.GradCAMExplainer.explain, vit.vit_gradcam, activation.score_cam,
+                 ResNet50FineTuned.forward, ResNet50FineTuned.explain]
+    checked = 0
+    for function in functions:
+        typing.get_type_hints(function)  # every alias resolves where it is used
+        for name, parameter in inspect.signature(function).parameters.items():
+            if name in expected and not (function is ResNet50FineTuned.explain and name == "layers"):
+                assert parameter.annotation == expected[name], (function.__qualname__, name)
+                checked += 1
+    assert checked >= 15
+    assert typing.get_type_hints(CAMEngine.explain)["class_idx"] == types.ClassIdx

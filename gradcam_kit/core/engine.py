@@ -46,6 +46,7 @@ from .scores import (  # noqa: F401 - class_scores and explained_scores are used
     explained_scores,
     resolve_class_idx,
 )
+from .types import ClassIdx, LayerSpec, OutputSize, ScoreFn
 
 __all__ = [
     "CAMEngine",
@@ -55,7 +56,6 @@ __all__ = [
     "upsample",
 ]
 
-ScoreFn = Callable[[Tensor], Tensor]
 Reshape = Callable[[Tensor], Tensor]
 
 _recordings = threading.local()
@@ -265,7 +265,7 @@ class CAMEngine:
     def __init__(
         self,
         model: nn.Module,
-        target_layers: str | nn.Module | Sequence[str | nn.Module],
+        target_layers: LayerSpec,
         *,
         method: str | CAMMethod = "gradcam",
         reshape: Reshape | None = None,
@@ -362,11 +362,11 @@ class CAMEngine:
     def explain(
         self,
         x: Tensor,
-        class_idx: int | Sequence[int] | Tensor | None = None,
+        class_idx: ClassIdx = None,
         *,
-        layers: str | nn.Module | Sequence[str | nn.Module] | None = None,
+        layers: LayerSpec | None = None,
         method: str | CAMMethod | None = None,
-        output_size: tuple[int, int] | str | None = "input",
+        output_size: OutputSize = "input",
         normalize: bool = True,
         score_fn: ScoreFn | None = None,
         forward: Callable[[Tensor], Tensor] | None = None,
@@ -421,11 +421,11 @@ class CAMEngine:
     def explain_methods(
         self,
         x: Tensor,
-        class_idx: int | Sequence[int] | Tensor | None = None,
+        class_idx: ClassIdx = None,
         *,
         methods: Sequence[str | CAMMethod],
-        layers: str | nn.Module | Sequence[str | nn.Module] | None = None,
-        output_size: tuple[int, int] | str | None = "input",
+        layers: LayerSpec | None = None,
+        output_size: OutputSize = "input",
         normalize: bool = True,
         score_fn: ScoreFn | None = None,
         forward: Callable[[Tensor], Tensor] | None = None,
@@ -464,7 +464,7 @@ class CAMEngine:
         class_idx: object,
         layers: object,
         cam_methods: Sequence[CAMMethod],
-        output_size: tuple[int, int] | str | None,
+        output_size: OutputSize,
         normalize: bool,
         score_fn: ScoreFn | None,
         forward: Callable[[Tensor], Tensor] | None,

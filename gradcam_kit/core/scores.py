@@ -22,10 +22,12 @@ these functions instead of testing ``logits.shape[1] == 1`` itself.
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
+
+from .types import ScoreFn
 
 __all__ = [
     "class_probabilities",
@@ -37,7 +39,6 @@ __all__ = [
     "select_class",
 ]
 
-ScoreFn = Callable[[Tensor], object]
 
 
 def resolve_class_idx(class_idx: object, logits: Tensor) -> Tensor | None:

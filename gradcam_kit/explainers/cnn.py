@@ -49,13 +49,13 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from torchvision import models as tv
 
-from ..core.engine import CAMEngine, CAMOutput, ScoreFn
+from ..core.engine import CAMEngine, CAMOutput
 from ..core.layers import resolve_layers
+from ..core.types import ClassIdx, LayerSpec, OutputSize, ScoreFn
 from ..methods import CAMMethod, ClassActivationMap, get_method
 
 __all__ = ["GradCAMExplainer", "classifier_head", "default_alignment", "default_target_layer", "explain"]
 
-LayerSpec = str | nn.Module | Sequence[str | nn.Module]
 
 
 def default_target_layer(model: nn.Module) -> str:
@@ -231,11 +231,11 @@ class GradCAMExplainer:
     def explain(
         self,
         x: Tensor,
-        class_idx: int | Sequence[int] | Tensor | None = None,
+        class_idx: ClassIdx = None,
         *,
         layers: LayerSpec | None = None,
         method: str | CAMMethod | None = None,
-        output_size: tuple[int, int] | str | None = "input",
+        output_size: OutputSize = "input",
         normalize: bool = True,
         score_fn: ScoreFn | None = None,
         alignment: str | None = None,
@@ -302,9 +302,9 @@ def explain(
     x: Tensor,
     layers: LayerSpec | None = None,
     method: str | CAMMethod = "gradcam",
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    class_idx: ClassIdx = None,
     *,
-    output_size: tuple[int, int] | str | None = "input",
+    output_size: OutputSize = "input",
     normalize: bool = True,
     score_fn: ScoreFn | None = None,
     alignment: str | None = None,

@@ -20,18 +20,18 @@ upsampling and normalisation of the final map are the engine's, as for every met
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
 from ..core.modes import eval_mode
 from ..core.scores import select_class
+from ..core.types import ClassIdx, LayerSpec, OutputSize, ScoreFn
 from .base import CAMMethod
 
 __all__ = ["ClassActivationMap", "ScoreCAM", "TopKScoreCAM", "score_cam"]
 
-ScoreFn = Callable[[Tensor], Tensor]
 
 
 class ClassActivationMap(CAMMethod):
@@ -175,12 +175,12 @@ class ScoreCAM(CAMMethod):
 def score_cam(
     model: nn.Module,
     x: Tensor,
-    target_layers: str | nn.Module | Sequence[str | nn.Module],
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    target_layers: LayerSpec,
+    class_idx: ClassIdx = None,
     *,
     batch_size: int = 16,
     align_corners: bool = True,
-    output_size: tuple[int, int] | str | None = "input",
+    output_size: OutputSize = "input",
     normalize: bool = True,
     progress: bool = False,
     top_k: int | None = None,

@@ -38,6 +38,7 @@ from torch import Tensor, nn
 
 from ..core.engine import CAMEngine, resolve_class_idx, upsample
 from ..core.scores import class_probability
+from ..core.types import ClassIdx
 from ..methods.base import CAMMethod
 
 __all__ = [
@@ -181,7 +182,7 @@ def deletion_curve(
     model: nn.Module,
     images: Tensor,
     saliency: Tensor,
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    class_idx: ClassIdx = None,
     *,
     steps: int = 50,
     substrate: str | float | Tensor = "zero",
@@ -215,7 +216,7 @@ def insertion_curve(
     model: nn.Module,
     images: Tensor,
     saliency: Tensor,
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    class_idx: ClassIdx = None,
     *,
     steps: int = 50,
     substrate: str | float | Tensor = "blur",
@@ -271,7 +272,7 @@ def confidence_scores(
     model: nn.Module,
     images: Tensor,
     saliency: Tensor,
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    class_idx: ClassIdx = None,
     *,
     chunk_size: int = 64,
 ) -> tuple[Tensor, Tensor]:
@@ -399,7 +400,7 @@ def model_randomization(
     model: nn.Module,
     images: Tensor,
     explainer: Explainer,
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    class_idx: ClassIdx = None,
     *,
     cascade: Sequence[str] | None = None,
     seed: int = 0,

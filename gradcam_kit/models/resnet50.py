@@ -24,6 +24,7 @@ from torchvision.models import ResNet50_Weights
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from ..core.engine import CAMEngine, CAMOutput, _capture_hook
+from ..core.types import ClassIdx, ScoreFn
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize, preprocess
 from ..methods.base import CAMMethod
 from ..viz.render import images_to_tensor, overlay, to_numpy_images
@@ -189,7 +190,7 @@ class ResNet50FineTuned(ResNet):
         self,
         x: Tensor,
         return_gradcam: bool = False,
-        gradcam_class_idx: int | Sequence[int] | Tensor | None = None,
+        gradcam_class_idx: ClassIdx = None,
         **gradcam_options: Any,
     ) -> Tensor | tuple[Tensor, Tensor | dict[str, Tensor]]:
         """Logits, and optionally a Grad-CAM heatmap from the same forward pass.
@@ -237,12 +238,12 @@ class ResNet50FineTuned(ResNet):
     def explain(
         self,
         x: Tensor,
-        class_idx: int | Sequence[int] | Tensor | None = None,
+        class_idx: ClassIdx = None,
         *,
         method: str | CAMMethod | None = None,
         layers: str | Sequence[str] | None = None,
         raw: bool = False,
-        score_fn: Callable[[Tensor], Tensor] | None = None,
+        score_fn: ScoreFn | None = None,
         alignment: str = "receptive-field",
     ) -> CAMOutput:
         """The full Grad-CAM result of one forward pass (what ``forward`` returns a part of).
@@ -325,7 +326,7 @@ class ResNet50FineTuned(ResNet):
         alpha: float = 0.5,
         colormap: int | str = cv2.COLORMAP_JET,
         *,
-        class_idx: int | Sequence[int] | Tensor | None = None,
+        class_idx: ClassIdx = None,
     ) -> tuple[np.ndarray, np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]] | None:
         """Colours the Grad-CAM heatmap and lays it over the original image.
 
