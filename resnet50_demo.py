@@ -32,13 +32,14 @@ import torch
 from PIL import Image
 
 from gradcam_kit.cli.options import warn_if_size_differs
+from gradcam_kit.core.scores import class_probabilities, predicted_class
+from gradcam_kit.data.datasets import scan_images
 from gradcam_kit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
+from gradcam_kit.data.synthetic import generate_sample
 from gradcam_kit.methods import method_title
-from gradcam_kit.models.checkpoint import load_checkpoint
-from gradcam_kit.viz.render import images_to_tensor, overlay, to_numpy_images
 from resnet50 import ResNet50FineTuned
 
-__all__ = ["main", "synthetic_xray"]
+__all__ = ["main", "synthetic_image"]
 
 DEFAULT_CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 #: What ``python -m gradcam_kit workflow`` writes with its default ``--out``.
@@ -46,39 +47,20 @@ WORKFLOW_CHECKPOINT = Path("runs/workflow/model/best.pt")
 WORKFLOW_TEST_IMAGES = Path("runs/workflow/data/test/opacity")
 FIGURE_SIZE = (12.0, 8.0)  # inches; at FIGURE_DPI this is a 1200 x 800 pixel PNG
 FIGURE_DPI = 100
+#: The synthetic X-ray drawn without ``--image`` (a positive sample: one lesion in a lung).
+SYNTHETIC_SAMPLE = 1
+SYNTHETIC_SIZE = 256
 
 
-def synthetic_xray(height: int = 288, width: int = 256, *, seed: int = 0) -> Image.Image:
-    """A grayscale image that looks roughly like a frontal chest X-ray.
-
-    A bright body on a dark background, two dark lung fields, a bright spine and
-    mediastinum, faint ribs, and one bright blob (a "lesion") in the right lung (the
-    left of the image, as X-rays are displayed), plus a little noise. Seeded.
+def synthetic_image(size: int = SYNTHETIC_SIZE) -> Image.Image:
+    """The demo's synthetic chest X-ray: sample :data:`SYNTHETIC_SAMPLE` of the package's
+    generator (:func:`gradcam_kit.data.synthetic.generate_sample`), drawn with a lesion.
 
     Returns:
-        a PIL image in mode ``"L"`` of ``height`` x ``width`` pixels.
+        a PIL image in mode ``"L"`` of ``size`` x ``size`` pixels.
     """
-    rng = np.random.default_rng(seed)
-    rows, cols = np.mgrid[0:height, 0:width].astype(np.float32)
-    y, x = rows / height, cols / width
-
-    def ellipse(cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
-        return ((y - cy) / ry) ** 2 + ((x - cx) / rx) ** 2 <= 1.0
-
-    image = np.full((height, width), 0.08, np.float32)
-    image[ellipse(0.55, 0.5, 0.52, 0.46)] = 0.62  # body
-    for cx in (0.3, 0.7):
-        image[ellipse(0.48, cx, 0.3, 0.16)] = 0.22  # lungs
-    lungs = ellipse(0.48, 0.3, 0.3, 0.16) | ellipse(0.48, 0.7, 0.3, 0.16)
-    ribs = (np.sin(y * 2 * np.pi * 9) > 0.75) & lungs
-    image[ribs] += 0.12
-    image[(np.abs(x - 0.5) < 0.05) & (y > 0.15)] = 0.8  # spine
-    image[ellipse(0.62, 0.53, 0.13, 0.1)] = 0.72  # heart / mediastinum
-    lesion = np.exp(-(((y - 0.55) / 0.06) ** 2 + ((x - 0.28) / 0.06) ** 2))
-    image += 0.55 * lesion * lungs
-    image = cv2.GaussianBlur(image, (0, 0), sigmaX=max(height, width) / 150)
-    image += rng.normal(0.0, 0.02, image.shape).astype(np.float32)
-    return Image.fromarray(np.round(np.clip(image, 0, 1) * 255).astype(np.uint8), "L")
+    sample = generate_sample(SYNTHETIC_SAMPLE, size=size, positive=True)
+    return Image.fromarray(sample.image.numpy(), "L")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -112,14 +94,6 @@ def _parser() -> argparse.ArgumentParser:
         help="model input size (default: the checkpoint's, else 224)",
     )
     return parser
-
-
-def _probabilities(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over classes; a single logit is a sigmoid, returned as P(negative), P(positive)."""
-    if logits.shape[1] == 1:
-        positive = torch.sigmoid(logits[:, 0])
-        return torch.stack([1 - positive, positive], dim=1)
-    return torch.softmax(logits.float(), dim=1)
 
 
 def _save_figure(
@@ -162,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.checkpoint = WORKFLOW_CHECKPOINT
         print(f"No --checkpoint: using {WORKFLOW_CHECKPOINT}, the model `python -m gradcam_kit workflow` trained")
         if args.image is None:
-            positives = sorted(p for p in WORKFLOW_TEST_IMAGES.glob("*.png") if not p.stem.endswith("_mask"))
+            positives, _ = scan_images(WORKFLOW_TEST_IMAGES)
             args.image = positives[0] if positives else None
     if args.size is not None and args.size < 32:
         parser.error(f"--size must be at least 32 (ResNet50 downsamples by 32), got {args.size}")
@@ -173,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # -- the image --------------------------------------------------------------------
     if args.image is None:
-        original = synthetic_xray()
+        original = synthetic_image()
         image_path = output / "synthetic_xray.png"
         original.save(image_path)
         print(f"No --image: generated a synthetic chest X-ray, wrote {image_path}")
@@ -196,13 +170,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
         try:
             model = ResNet50FineTuned.from_checkpoint(args.checkpoint, enable_gradcam=False)
-            metadata = load_checkpoint(args.checkpoint)
         except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
-        warn_if_size_differs(args.size, metadata.get("input_size"), flag="--image-size")
-        size = size or metadata.get("input_size")
-        mean, std = metadata.get("mean", mean), metadata.get("std", std)
+        warn_if_size_differs(args.size, model.input_size, flag="--image-size")
+        size = size or model.input_size  # the checkpoint's (checkpoint_metadata), else 224
+        mean, std = model.mean, model.std
         print(f"Loaded checkpoint {args.checkpoint}")
         choice = model.gradcam_choice
         print(f"Grad-CAM: {choice['layer']} with {method_title(choice['method'])} ({choice['source']})")
@@ -220,8 +193,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n[1] Prediction without Grad-CAM")
     with torch.no_grad():
         logits = model(x)
-    probabilities = _probabilities(logits)[0]
-    predicted = int(probabilities.argmax())
+    probabilities = class_probabilities(logits)[0]  # a single logit: [P(class 0), P(class 1)]
+    predicted = int(predicted_class(logits)[0])
     print(f"    gradcam_enabled={model.gradcam_enabled}, logits={logits[0].tolist()}")
     print(f"    predicted: {names[predicted]} (p={float(probabilities[predicted]):.3f})")
 
@@ -232,14 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         with torch.no_grad():
             logits_cam, heatmap = model(x, return_gradcam=True)
-            if num_classes == 1:
-                # A single logit: the "chosen class" 0 is the negative decision, -logit.
-                _, chosen_heatmap = model(
-                    x, return_gradcam=True,
-                    gradcam_score_fn=(lambda z: -z[:, 0]) if chosen == 0 else (lambda z: z[:, 0]),
-                )
-            else:
-                _, chosen_heatmap = model(x, return_gradcam=True, gradcam_class_idx=chosen)
+            # A single logit: class 0 explains -logit, class 1 +logit (gradcam_kit.core.scores).
+            _, chosen_heatmap = model(x, return_gradcam=True, gradcam_class_idx=chosen)
     except ValueError as err:
         print(f"error: --class-idx: {err}", file=sys.stderr)
         return 2
@@ -257,13 +224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\n[3] Grad-CAM overlays")
     map_name = f"{method_title(model.gradcam_choice['method'])} {model.gradcam_target_layer}"
     colored, overlaid = model.get_gradcam_overlay(x, original, alpha=0.5, colormap=cv2.COLORMAP_JET)
-    if num_classes == 1:  # get_gradcam_overlay explains classes; colour the decision's map
-        base = images_to_tensor(original, device)[None]
-        chosen_colored, chosen_overlaid = (
-            to_numpy_images(t[0]) for t in overlay(base, chosen_heatmap, 0.5, cv2.COLORMAP_JET)
-        )
-    else:
-        chosen_colored, chosen_overlaid = model.get_gradcam_overlay(x, original, class_idx=chosen)
+    chosen_colored, chosen_overlaid = model.get_gradcam_overlay(x, original, class_idx=chosen)
     written = {
         "heatmap": output / "gradcam_heatmap.png",
         "overlay": output / "gradcam_overlay.png",

@@ -123,7 +123,7 @@ def _evaluate_split(model, args, data: Path, split: str | None, metadata: dict, 
     from ..data.preprocess import build_transform
 
     dataset = ImageDataset.from_source(
-        data, split, class_names=metadata.get("class_names"),
+        data, split, class_names=model.class_names,  # the checkpoint's (checkpoint_metadata)
         transform=build_transform(size, mean=mean, std=std), mask_size=size, return_index=True,
         dicom_window=args.dicom_window,
     )
@@ -144,7 +144,6 @@ def run(args: argparse.Namespace) -> int:
             this one would write, and ``--overwrite`` was not given.
     """
     from ..core.device import resolve_device
-    from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
     from ..models.checkpoint import CHECKPOINT_FORMAT, load_checkpoint, update_checkpoint
     from ..models.resnet50 import ResNet50FineTuned
 
@@ -154,10 +153,9 @@ def run(args: argparse.Namespace) -> int:
     model = ResNet50FineTuned.from_checkpoint(checkpoint)
     device = resolve_device(args.device)
     model.to(device)
-    size = args.image_size or metadata.get("input_size") or 224
-    size = (size, size) if isinstance(size, int) else tuple(int(s) for s in size)
-    mean = tuple(metadata.get("mean") or IMAGENET_MEAN)
-    std = tuple(metadata.get("std") or IMAGENET_STD)
+    # The checkpoint's size, mean and std as the model read them (checkpoint_metadata).
+    size = (args.image_size, args.image_size) if args.image_size else model.input_size or (224, 224)
+    mean, std = tuple(model.mean), tuple(model.std)
     data = Path(args.data)
     split = _split_dir(data, args.split)
     result = _evaluate_split(model, args, data, split, metadata, size, mean, std, device, args.overlays)

@@ -117,7 +117,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # -- set-up, all before any image is decoded --------------------------------------------
 def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
     from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD
-    from ..models.checkpoint import extract_state_dict, load_checkpoint
+    from ..models.checkpoint import checkpoint_metadata, extract_state_dict, load_checkpoint
 
     if (args.checkpoint is None) == (args.weights is None):
         raise ValueError(
@@ -125,24 +125,21 @@ def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
             "run with random weights"
         )
     if args.checkpoint is not None:
-        meta = load_checkpoint(args.checkpoint)
-        num_outputs = meta.get("num_classes")
-        if num_outputs is None:  # also under module. (DDP) or model. (Lightning) prefixes
-            state_dict = extract_state_dict(meta, source=str(args.checkpoint))
-            heads = [v for k, v in state_dict.items() if k == "fc.weight" or k.endswith(".fc.weight")]
-            if not heads:
-                raise ValueError(
-                    f"checkpoint {args.checkpoint} holds no fc.weight to read the number of "
-                    "classes from; is it a checkpoint of ResNet50FineTuned (written by train)?"
-                )
-            num_outputs = heads[0].shape[0]
-        num_outputs = int(num_outputs)
-        names = meta.get("class_names")
+        loaded = load_checkpoint(args.checkpoint)
+        meta = checkpoint_metadata(loaded, source=str(args.checkpoint))
+        num_outputs = meta.num_classes  # also under module. (DDP) or model. (Lightning) prefixes
+        if num_outputs is None:
+            extract_state_dict(loaded, source=str(args.checkpoint))  # no state_dict at all: say that
+            raise ValueError(
+                f"checkpoint {args.checkpoint} holds no fc.weight to read the number of "
+                "classes from; is it a checkpoint of ResNet50FineTuned (written by train)?"
+            )
+        names = meta.class_names
         from .options import warn_if_size_differs
 
-        warn_if_size_differs(args.size, meta.get("input_size"))
-        size = args.size or meta.get("input_size") or 224
-        mean, std = meta.get("mean") or IMAGENET_MEAN, meta.get("std") or IMAGENET_STD
+        warn_if_size_differs(args.size, meta.input_size)
+        size = args.size or meta.input_size or 224
+        mean, std = meta.mean or IMAGENET_MEAN, meta.std or IMAGENET_STD
         source = str(args.checkpoint)
     else:
         num_outputs = args.num_classes or len(inputs.class_names) or 2

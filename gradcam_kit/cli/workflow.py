@@ -127,10 +127,10 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _summary(out: Path, checkpoint: Path, report: Path, seconds: float) -> None:
-    from ..models.checkpoint import load_checkpoint
+    from ..models.checkpoint import checkpoint_metadata, load_checkpoint
 
     evaluation = json.loads((checkpoint.parent / "evaluation.json").read_text())
-    recommended = load_checkpoint(checkpoint).get("recommended") or {}
+    recommended = checkpoint_metadata(load_checkpoint(checkpoint)).recommended or {}
     metrics = evaluation["classification"]
     print(f"\n== done in {seconds / 60:.1f} min: {out}")
     print(

@@ -46,6 +46,7 @@ from .scores import (  # noqa: F401 - class_scores and explained_scores are used
     explained_scores,
     resolve_class_idx,
 )
+from .types import ClassIdx, LayerSpec, OutputSize, ScoreFn
 
 __all__ = [
     "CAMEngine",
@@ -55,7 +56,6 @@ __all__ = [
     "upsample",
 ]
 
-ScoreFn = Callable[[Tensor], Tensor]
 Reshape = Callable[[Tensor], Tensor]
 
 _recordings = threading.local()
@@ -143,8 +143,9 @@ class CAMOutput:
     Attributes:
         logits: the model's output, following the caller's grad mode.
         heatmaps: ``{layer_name: (B, H, W) float32}`` maps on the input's device.
-        class_idx: ``(B,)`` the explained class per image; ``None`` when a ``score_fn`` or
-            the decision of a single-logit head was explained.
+        class_idx: ``(B,)`` the explained class per image (for a single-logit head ``1``
+            explains ``+z`` and ``0`` explains ``-z``, see :mod:`gradcam_kit.core.scores`);
+            ``None`` when a ``score_fn`` was explained.
     """
 
     logits: Tensor
@@ -264,7 +265,7 @@ class CAMEngine:
     def __init__(
         self,
         model: nn.Module,
-        target_layers: str | nn.Module | Sequence[str | nn.Module],
+        target_layers: LayerSpec,
         *,
         method: str | CAMMethod = "gradcam",
         reshape: Reshape | None = None,
@@ -361,11 +362,11 @@ class CAMEngine:
     def explain(
         self,
         x: Tensor,
-        class_idx: int | Sequence[int] | Tensor | None = None,
+        class_idx: ClassIdx = None,
         *,
-        layers: str | nn.Module | Sequence[str | nn.Module] | None = None,
+        layers: LayerSpec | None = None,
         method: str | CAMMethod | None = None,
-        output_size: tuple[int, int] | str | None = "input",
+        output_size: OutputSize = "input",
         normalize: bool = True,
         score_fn: ScoreFn | None = None,
         forward: Callable[[Tensor], Tensor] | None = None,
@@ -376,7 +377,9 @@ class CAMEngine:
         Args:
             x: the input batch ``(B, C, H, W)``.
             class_idx: ``None`` for each image's predicted class, an ``int`` for all images,
-                or a sequence/tensor with one class per image.
+                or a sequence/tensor with one class per image. A single-logit head has the
+                classes ``0`` (explains ``-z``) and ``1`` (explains ``+z``); see
+                :mod:`gradcam_kit.core.scores`.
             layers: layers to explain in this call instead of the engine's own; hooks on
                 them live for this call only.
             method: a method for this call instead of the engine's.
@@ -418,11 +421,11 @@ class CAMEngine:
     def explain_methods(
         self,
         x: Tensor,
-        class_idx: int | Sequence[int] | Tensor | None = None,
+        class_idx: ClassIdx = None,
         *,
         methods: Sequence[str | CAMMethod],
-        layers: str | nn.Module | Sequence[str | nn.Module] | None = None,
-        output_size: tuple[int, int] | str | None = "input",
+        layers: LayerSpec | None = None,
+        output_size: OutputSize = "input",
         normalize: bool = True,
         score_fn: ScoreFn | None = None,
         forward: Callable[[Tensor], Tensor] | None = None,
@@ -461,7 +464,7 @@ class CAMEngine:
         class_idx: object,
         layers: object,
         cam_methods: Sequence[CAMMethod],
-        output_size: tuple[int, int] | str | None,
+        output_size: OutputSize,
         normalize: bool,
         score_fn: ScoreFn | None,
         forward: Callable[[Tensor], Tensor] | None,
@@ -510,7 +513,7 @@ class CAMEngine:
                 logits, indices, dict(zip(targets, activations)), score_fn, caller_grad
             )
         method_idx = indices
-        if method_idx is None:  # a score_fn, or the decision of a single-logit head
+        if method_idx is None:  # a score_fn
             method_idx = torch.zeros(batch, dtype=torch.long, device=x.device)
         size = tuple(x.shape[-2:]) if output_size == "input" else output_size
         if not caller_grad:

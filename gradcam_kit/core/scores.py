@@ -3,29 +3,50 @@
 :func:`resolve_class_idx` turns what a user passes as a class (an ``int``, a numpy integer
 from ``np.argmax``, a sequence, a tensor or an array) into one index per image;
 :func:`explained_scores` picks the ``(B,)`` scores whose gradient (or, for Score-CAM, whose
-value) is explained: a class's logit, the decision of a single-logit head, or any
-``score_fn`` of the model's output, which may then be a dict or a tuple.
+value) is explained: a class's logit, a class of a single-logit head, or any ``score_fn``
+of the model's output, which may then be a dict or a tuple.
+
+This module owns the rule of a single-logit head (``num_classes=1``, a sigmoid): its one
+logit ``z`` stands for **two classes**, ``0`` (negative) and ``1`` (positive).
+
+* predicted class (:func:`predicted_class`): ``1`` where ``z >= 0`` (``sigmoid(z) >= 0.5``,
+  decided on ``z`` itself, so no float rounding of the sigmoid moves it), else ``0``;
+* probabilities (:func:`class_probabilities`): ``[1 - sigmoid(z), sigmoid(z)]``;
+* score explained for a class (:func:`class_scores`): ``+z`` for class ``1`` and ``-z`` for
+  class ``0``; explaining the prediction therefore explains ``|z|``.
+
+Every caller (the engine, the CAM methods, the metrics, the commands and the demo) uses
+these functions instead of testing ``logits.shape[1] == 1`` itself.
 """
 
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
 
-__all__ = ["class_scores", "explained_scores", "resolve_class_idx"]
+from .types import ScoreFn
 
-ScoreFn = Callable[[Tensor], object]
+__all__ = [
+    "class_probabilities",
+    "class_probability",
+    "class_scores",
+    "explained_scores",
+    "predicted_class",
+    "resolve_class_idx",
+    "select_class",
+]
+
 
 
 def resolve_class_idx(class_idx: object, logits: Tensor) -> Tensor | None:
     """Validates ``class_idx`` against ``logits`` ``(B, num_classes)``.
 
-    Returns a ``(B,)`` int64 tensor on the logits' device, or ``None`` when ``class_idx`` is
-    ``None`` and the head has a single logit (then the predicted decision is explained,
-    see :func:`class_scores`).
+    Returns a ``(B,)`` int64 tensor on the logits' device: ``class_idx`` per image, or the
+    predicted class (:func:`predicted_class`) when ``class_idx`` is ``None``. A single-logit
+    head has two classes, ``0`` and ``1`` (see the module docstring).
 
     Raises:
         ValueError: wrong length, out of range, or not integers; the message says what was
@@ -39,7 +60,8 @@ def resolve_class_idx(class_idx: object, logits: Tensor) -> Tensor | None:
         )
     batch, num_classes = logits.shape
     if class_idx is None:
-        return None if num_classes == 1 else logits.detach().argmax(dim=1)
+        return predicted_class(logits.detach())
+    num_classes = max(num_classes, 2)  # a single logit: classes 0 (negative) and 1 (positive)
     expected = (
         f"an int in [0, {num_classes - 1}] or a sequence/tensor of {batch} such ints"
     )
@@ -122,16 +144,79 @@ def _requires_grad(output: object) -> bool:
     return False
 
 
-def class_scores(logits: Tensor, class_idx: Tensor | None) -> Tensor:
-    """The ``(B,)`` scores whose gradients are explained.
+def _check_logits(logits: Tensor) -> Tensor:
+    if logits.ndim != 2:
+        raise ValueError(f"expected logits of shape (B, num_classes), got {tuple(logits.shape)}")
+    return logits
 
-    ``class_idx=None`` on a single-logit head explains the predicted decision: the logit
-    ``z`` where ``z >= 0`` (positive) and ``-z`` where ``z < 0`` (negative).
+
+def predicted_class(logits: Tensor) -> Tensor:
+    """The ``(B,)`` int64 predicted class of each row of ``(B, num_classes)`` logits.
+
+    ``argmax`` over the classes; for a single logit ``z``, ``1`` where ``z >= 0`` and ``0``
+    where ``z < 0`` (the rule of the module docstring).
+
+    Raises:
+        ValueError: ``logits`` is not 2-D.
+    """
+    logits = _check_logits(logits)
+    if logits.shape[1] == 1:
+        return (logits[:, 0] >= 0).long()
+    return logits.argmax(dim=1)
+
+
+def class_probabilities(logits: Tensor) -> Tensor:
+    """``(B, C)`` float32 class probabilities: softmax, or ``[1 - p, p]`` with ``p = sigmoid(z)``
+    for a single logit (then ``C == 2``).
+
+    Raises:
+        ValueError: ``logits`` is not 2-D.
+    """
+    logits = _check_logits(logits).float()
+    if logits.shape[1] == 1:
+        positive = torch.sigmoid(logits[:, 0])
+        return torch.stack([1 - positive, positive], dim=1)
+    return logits.softmax(dim=1)
+
+
+def class_probability(logits: Tensor, class_idx: Tensor) -> Tensor:
+    """The ``(B,)`` float32 probability of ``class_idx`` (one index per row of ``logits``).
+
+    Softmax; for a single logit, ``sigmoid(z)`` for class ``1`` and ``1 - sigmoid(z)`` for
+    class ``0``.
+
+    Raises:
+        ValueError: ``logits`` is not 2-D.
+    """
+    probabilities = class_probabilities(logits)
+    return probabilities.gather(1, class_idx.to(probabilities.device).long()[:, None])[:, 0]
+
+
+def select_class(values: Tensor, class_idx: Tensor) -> Tensor:
+    """Picks class ``class_idx[b]`` along dim 1 of ``values`` ``(B, K, ...)`` -> ``(B, ...)``.
+
+    For ``K == 1`` (a single-logit head) class ``1`` is ``+values[:, 0]`` and any other index
+    (class ``0``) is ``-values[:, 0]``: the logit and the head's weights of a single logit
+    explain the positive class as they are and the negative class negated. ``class_idx`` is
+    assumed valid (see :func:`resolve_class_idx`).
+    """
+    if values.shape[1] == 1:
+        positive = (class_idx == 1).view(-1, *([1] * (values.ndim - 2)))
+        return torch.where(positive.to(values.device), values[:, 0], -values[:, 0])
+    rows = torch.arange(values.shape[0], device=values.device)
+    return values[rows, class_idx.to(values.device)]
+
+
+def class_scores(logits: Tensor, class_idx: Tensor | None) -> Tensor:
+    """The ``(B,)`` scores whose gradients are explained: the logit of ``class_idx``.
+
+    For a single logit ``z``: ``+z`` for class ``1``, ``-z`` for class ``0``. ``None`` explains
+    the predicted class (:func:`predicted_class`): for a single logit that is ``|z|``, the
+    evidence for the decision the model made.
     """
     if class_idx is None:
-        logit = logits[:, 0]
-        return torch.where(logit >= 0, logit, -logit)
-    return logits.gather(1, class_idx[:, None])[:, 0]
+        class_idx = predicted_class(logits.detach())
+    return select_class(logits, class_idx)
 
 
 def explained_scores(

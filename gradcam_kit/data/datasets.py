@@ -50,6 +50,7 @@ __all__ = [
     "load_mask",
     "load_split",
     "mask_path_for",
+    "scan_images",
     "split_samples",
     "verify_images",
 ]
@@ -84,6 +85,41 @@ def is_image_file(path: str | os.PathLike) -> bool:
 def is_mask_file(path: str | os.PathLike) -> bool:
     """Whether ``path`` names a mask (its stem ends in ``_mask``), not an image."""
     return Path(path).stem.endswith(MASK_SUFFIX)
+
+
+def scan_images(folder: str | os.PathLike) -> tuple[list[Path], list[tuple[str, str]]]:
+    """The images under ``folder`` and the other files found there: the one folder scanner.
+
+    The rule, for training datasets, ``explain``'s inputs and the demo alike:
+
+    * recursive, following symlinked folders;
+    * hidden files and folders (names starting with ``.``: ``.ipynb_checkpoints/``,
+      macOS's ``._x.png``) are left out;
+    * masks (:func:`is_mask_file`) are left out: they belong to an image;
+    * an image is a file for which :func:`is_image_file` holds; any other file is
+      returned among the skipped ones, with the reason;
+    * both lists are sorted by path (component by component), whatever order the file
+      system lists them in.
+
+    Args:
+        folder: the folder to search; a missing folder has no files.
+
+    Returns:
+        ``(images, skipped)``: image paths, and ``(path, reason)`` for the other files.
+    """
+    images: list[Path] = []
+    skipped: list[tuple[Path, str]] = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            path = Path(dirpath) / name
+            if name.startswith(".") or is_mask_file(path):
+                continue
+            if is_image_file(path):
+                images.append(path)
+            else:
+                skipped.append((path, f"not an image file (extension {path.suffix or 'none'!r})"))
+    return sorted(images), [(str(path), reason) for path, reason in sorted(skipped)]
 
 
 def mask_path_for(image_path: str | os.PathLike) -> Path | None:
@@ -134,10 +170,7 @@ def image_folder_samples(
         raise ValueError(f"{root} has no folder for class(es) {missing}; found {found}")
     samples: list[Sample] = []
     for label, name in enumerate(names):
-        files = sorted(
-            p for p in (root / name).rglob("*")
-            if p.is_file() and is_image_file(p) and not is_mask_file(p)
-        )
+        files, _ = scan_images(root / name)
         if not files:
             raise ValueError(
                 f"class folder {root / name} holds no images ({', '.join(IMAGE_EXTENSIONS)}); "

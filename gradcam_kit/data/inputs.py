@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .datasets import IMAGE_EXTENSIONS, is_image_file, is_mask_file
+from .datasets import IMAGE_EXTENSIONS, is_image_file, scan_images
 from .dicom import DICOM_EXTENSIONS, check_window, has_dicom_magic, require_pydicom
 from .layouts import LAYOUTS
 from .preprocess import open_image
@@ -88,23 +88,6 @@ def _is_dicom(path: Path) -> bool:
     return suffix in DICOM_EXTENSIONS or (suffix not in IMAGE_EXTENSIONS and has_dicom_magic(path))
 
 
-def _scan(folder: Path) -> tuple[list[Path], list[tuple[str, str]]]:
-    """Every visible file under ``folder`` (recursively), split into images and the rest."""
-    images: list[Path] = []
-    skipped: list[tuple[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if not _visible(path) or is_mask_file(path):
-                continue
-            if is_image_file(path):
-                images.append(path)
-            else:
-                skipped.append((str(path), f"not an image file (extension {path.suffix or 'none'!r})"))
-    return images, skipped
-
-
 def _looks_like_imagefolder(folder: Path) -> bool:
     """torchvision's ImageFolder layout: class subfolders and no images directly in root."""
     entries = [p for p in folder.iterdir() if _visible(p)]
@@ -151,7 +134,7 @@ def collect_inputs(source: str | os.PathLike, *, layout: str = "auto") -> Inputs
     elif layout == "imagefolder":
         inputs = _read_imagefolder(source)
     else:
-        images, skipped = _scan(source)
+        images, skipped = scan_images(source)
         inputs = Inputs(
             [InputItem(i, p) for i, p in enumerate(images)], skipped, layout="folder", root=source
         )
@@ -171,7 +154,7 @@ def _read_imagefolder(root: Path) -> Inputs:
     items: list[InputItem] = []
     skipped: list[tuple[str, str]] = []
     for label, name in enumerate(class_names):
-        images, rest = _scan(root / name)
+        images, rest = scan_images(root / name)
         skipped.extend(rest)
         start = len(items)
         items.extend(InputItem(start + i, p, label, name) for i, p in enumerate(images))

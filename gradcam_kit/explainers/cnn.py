@@ -5,9 +5,12 @@ repeated calls. Both run on :class:`~gradcam_kit.core.engine.CAMEngine`, so they
 guarantees: one forward pass per call, the graph cut at the target layer, frozen models and
 ``torch.no_grad()`` work, train/eval flags and parameters' ``.grad`` are never touched.
 
-Default target layers per family (:func:`default_target_layer`), chosen as in
-pytorch-grad-cam's and torchcam's recommendations: the output of the last convolutional
-stage, i.e. the tensor the classifier's pooling reads.
+Default target layers (:func:`default_target_layer`, the one owner of this choice, also
+used by the ``arch`` and ``compare`` commands): a model that names its own Grad-CAM layer
+(``gradcam_target_layer``, as :class:`~gradcam_kit.models.resnet50.ResNet50FineTuned` does,
+``layer4.2.conv3`` or its checkpoint's choice) is explained there; any other model at its
+family's layer, chosen as in pytorch-grad-cam's and torchcam's recommendations: the output
+of the last convolutional stage, i.e. the tensor the classifier's pooling reads.
 
 =====================================  ==========================================
 family                                 default layer
@@ -46,21 +49,28 @@ from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 from torchvision import models as tv
 
-from ..core.engine import CAMEngine, CAMOutput, ScoreFn
+from ..core.engine import CAMEngine, CAMOutput
 from ..core.layers import resolve_layers
+from ..core.types import ClassIdx, LayerSpec, OutputSize, ScoreFn
 from ..methods import CAMMethod, ClassActivationMap, get_method
 
 __all__ = ["GradCAMExplainer", "classifier_head", "default_alignment", "default_target_layer", "explain"]
 
-LayerSpec = str | nn.Module | Sequence[str | nn.Module]
 
 
 def default_target_layer(model: nn.Module) -> str:
-    """The layer a CAM explains by default for ``model``'s family (see the module docstring).
+    """The layer a CAM explains by default for ``model`` (see the module docstring).
+
+    The rule: the model's own ``gradcam_target_layer`` when it has one (a string); else the
+    layer of its family in the module docstring's table (``layer4`` for every torchvision
+    ResNet, ``features`` for DenseNet, ...); else its last ``nn.Conv2d``.
 
     Raises:
         ValueError: the model has no convolution and is not a known family; pass layers.
     """
+    own = getattr(model, "gradcam_target_layer", None)
+    if isinstance(own, str):
+        return own
     if isinstance(model, tv.VisionTransformer):
         from .vit import default_vit_layer
 
@@ -221,11 +231,11 @@ class GradCAMExplainer:
     def explain(
         self,
         x: Tensor,
-        class_idx: int | Sequence[int] | Tensor | None = None,
+        class_idx: ClassIdx = None,
         *,
         layers: LayerSpec | None = None,
         method: str | CAMMethod | None = None,
-        output_size: tuple[int, int] | str | None = "input",
+        output_size: OutputSize = "input",
         normalize: bool = True,
         score_fn: ScoreFn | None = None,
         alignment: str | None = None,
@@ -292,9 +302,9 @@ def explain(
     x: Tensor,
     layers: LayerSpec | None = None,
     method: str | CAMMethod = "gradcam",
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    class_idx: ClassIdx = None,
     *,
-    output_size: tuple[int, int] | str | None = "input",
+    output_size: OutputSize = "input",
     normalize: bool = True,
     score_fn: ScoreFn | None = None,
     alignment: str | None = None,

@@ -36,6 +36,7 @@ from torch.utils.hooks import RemovableHandle
 
 from ..core.engine import CAMEngine, CAMOutput, min_max_normalize, upsample
 from ..core.layers import resolve_layers
+from ..core.types import ClassIdx, LayerSpec, OutputSize, ScoreFn
 from ..methods.base import CAMMethod
 from ..viz.render import blend, colorize, images_to_tensor, overlay, to_numpy_images
 
@@ -150,13 +151,13 @@ def _attention_modules(model: nn.Module) -> dict[str, nn.MultiheadAttention]:
 def vit_gradcam(
     model: nn.Module,
     x: Tensor,
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    class_idx: ClassIdx = None,
     *,
     layer: str | nn.Module | None = None,
     method: str | CAMMethod = "gradcam",
-    output_size: tuple[int, int] | str | None = "input",
+    output_size: OutputSize = "input",
     normalize: bool = True,
-    score_fn=None,
+    score_fn: ScoreFn | None = None,
 ) -> CAMOutput:
     """A CAM of a Vision Transformer through a token -> patch-grid reshape.
 
@@ -206,7 +207,7 @@ class AttentionRecorder:
     """
 
     def __init__(
-        self, model: nn.Module, layers: str | nn.Module | Sequence[str | nn.Module] | None = None
+        self, model: nn.Module, layers: LayerSpec | None = None
     ) -> None:
         if layers is None:
             self.modules: dict[str, nn.Module] = dict(_attention_modules(model))
@@ -305,7 +306,7 @@ def _cls_to_patches(
     return min_max_normalize(maps) if normalize else maps
 
 
-def _size(x: Tensor, output_size: tuple[int, int] | str | None) -> tuple[int, int] | None:
+def _size(x: Tensor, output_size: OutputSize) -> tuple[int, int] | None:
     return tuple(x.shape[-2:]) if output_size == "input" else output_size
 
 
@@ -314,7 +315,7 @@ def cls_attention_map(
     x: Tensor,
     *,
     layer: str | None = None,
-    output_size: tuple[int, int] | str | None = "input",
+    output_size: OutputSize = "input",
     normalize: bool = True,
 ) -> CAMOutput:
     """The CLS token's attention to each patch in one block (default the last), head-averaged.
@@ -337,7 +338,7 @@ def attention_rollout(
     x: Tensor,
     *,
     head_fusion: str = "mean",
-    output_size: tuple[int, int] | str | None = "input",
+    output_size: OutputSize = "input",
     normalize: bool = True,
 ) -> CAMOutput:
     """Attention rollout (Abnar & Zuidema, 2020): CLS row of :func:`rollout_matrix` over patches.

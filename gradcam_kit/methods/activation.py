@@ -20,24 +20,27 @@ upsampling and normalisation of the final map are the engine's, as for every met
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
+from ..core.modes import eval_mode
+from ..core.scores import select_class
+from ..core.types import ClassIdx, LayerSpec, OutputSize, ScoreFn
 from .base import CAMMethod
 
 __all__ = ["ClassActivationMap", "ScoreCAM", "TopKScoreCAM", "score_cam"]
 
-ScoreFn = Callable[[Tensor], Tensor]
 
 
 class ClassActivationMap(CAMMethod):
     """CAM (Zhou et al., CVPR 2016, arXiv:1512.04150): the classifier's weights, no gradient.
 
     Valid for a global-average-pool + linear head, explained at the layer that feeds the
-    pool (``layer4`` for a ResNet). ``head`` is that linear layer.
+    pool (``layer4`` for a ResNet). ``head`` is that linear layer. For a single-logit head
+    class ``1`` uses the weights as they are and class ``0`` negated, as the scores do
+    (:func:`gradcam_kit.core.scores.select_class`).
     """
 
     name = "cam"
@@ -57,23 +60,12 @@ class ClassActivationMap(CAMMethod):
                 f"{activation.shape[1]} channels, the head expects {self.head.in_features} "
                 "(for a ResNet use target layer 'layer4')"
             )
-        weights = self.head.weight.detach()[class_idx].to(activation.dtype)
+        weight = self.head.weight.detach().to(activation.dtype)
+        weights = select_class(weight.expand(activation.shape[0], -1, -1), class_idx)
         return torch.einsum("bc,bchw->bhw", weights, activation)
 
     def __repr__(self) -> str:
         return f"ClassActivationMap(head={self.head})"
-
-
-@contextmanager
-def _eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode for the masked forwards; every module's own flag is restored afterwards."""
-    flags = [(module, module.training) for module in model.modules()]
-    try:
-        model.eval()  # inside the try: a train()/eval() override that raises restores too
-        yield
-    finally:
-        for module, training in flags:
-            module.training = training
 
 
 class ScoreCAM(CAMMethod):
@@ -158,7 +150,7 @@ class ScoreCAM(CAMMethod):
         total = batch * channels
         scores = torch.empty(total, device=x.device, dtype=torch.float32)
         starts = range(0, total, self.batch_size)
-        with torch.no_grad(), _eval_mode(self._model):
+        with torch.no_grad(), eval_mode(self._model):
             for start in tqdm(starts, desc="Score-CAM", disable=not self.progress, leave=False):
                 stop = min(start + self.batch_size, total)
                 masks = upsample(channel_maps[start:stop], size, align_corners=self.align_corners)
@@ -183,12 +175,12 @@ class ScoreCAM(CAMMethod):
 def score_cam(
     model: nn.Module,
     x: Tensor,
-    target_layers: str | nn.Module | Sequence[str | nn.Module],
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    target_layers: LayerSpec,
+    class_idx: ClassIdx = None,
     *,
     batch_size: int = 16,
     align_corners: bool = True,
-    output_size: tuple[int, int] | str | None = "input",
+    output_size: OutputSize = "input",
     normalize: bool = True,
     progress: bool = False,
     top_k: int | None = None,

@@ -5,8 +5,8 @@ device; only :func:`classification_metrics` turns its final numbers into Python 
 
 Conventions:
 
-* ``num_classes == 1`` (a single sigmoid logit): positive when ``sigmoid(z) >= 0.5``,
-  i.e. ``z >= 0``; the score for AUROC is ``z`` itself.
+* ``num_classes == 1`` (a single sigmoid logit): positive when ``z >= 0`` (the rule of
+  :mod:`gradcam_kit.core.scores`); the score for AUROC is ``z`` itself.
 * Two classes: class 1 is the positive class; the score is ``softmax(z)[:, 1]``.
 * More classes: AUROC is the macro average of one-vs-rest AUROCs over the classes that
   have both positives and negatives; sensitivity and specificity are macro averages of
@@ -22,6 +22,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from ..core.scores import class_probabilities, predicted_class
 
 __all__ = [
     "auroc",
@@ -48,18 +50,15 @@ def _check(logits: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def predictions(logits: Tensor) -> Tensor:
-    """``(N,)`` predicted class indices (``z >= 0`` for a single logit)."""
-    if logits.ndim == 1 or logits.shape[1] == 1:
-        return (logits.reshape(-1) >= 0).long()
-    return logits.argmax(dim=1)
+    """``(N,)`` predicted class indices (:func:`~gradcam_kit.core.scores.predicted_class`;
+    ``(N,)`` logits are a single logit)."""
+    return predicted_class(logits.reshape(-1, 1) if logits.ndim == 1 else logits)
 
 
 def scores(logits: Tensor) -> Tensor:
-    """Class probabilities ``(N, K)``; for a single logit, ``(N, 2)`` ``[1 - p, p]``."""
-    if logits.ndim == 1 or logits.shape[1] == 1:
-        positive = torch.sigmoid(logits.reshape(-1).float())
-        return torch.stack([1 - positive, positive], dim=1)
-    return torch.softmax(logits.float(), dim=1)
+    """Class probabilities ``(N, K)``; for a single logit, ``(N, 2)`` ``[1 - p, p]``
+    (:func:`~gradcam_kit.core.scores.class_probabilities`)."""
+    return class_probabilities(logits.reshape(-1, 1) if logits.ndim == 1 else logits)
 
 
 def confusion_matrix(preds: Tensor, targets: Tensor, num_classes: int) -> Tensor:

@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from ..core.engine import CAMEngine
+from ..core.scores import predicted_class
 from ..methods import METHODS, CAMMethod, get_method
 from .faithfulness import (
     Explainer,
@@ -161,7 +162,7 @@ def compare_methods(
         masks = batch[2].to(images.device) if len(batch) > 2 else None
         with torch.no_grad():
             logits = model(images)
-        classes = logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] >= 0).long()
+        classes = predicted_class(logits)
         if not warmed_up:
             # First-call costs (allocator, kernel selection for this batch shape) stay out
             # of the first method's timing.

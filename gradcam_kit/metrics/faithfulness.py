@@ -37,6 +37,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core.engine import CAMEngine, resolve_class_idx, upsample
+from ..core.scores import class_probability
+from ..core.types import ClassIdx
 from ..methods.base import CAMMethod
 
 __all__ = [
@@ -60,35 +62,13 @@ __all__ = [
 Explainer = Callable[[nn.Module, Tensor, Tensor], Tensor]
 
 
-# -- scores ---------------------------------------------------------------------------
-def class_probability(logits: Tensor, class_idx: Tensor) -> Tensor:
-    """The ``(B,)`` probability of ``class_idx`` (softmax; sigmoid for a single logit).
-
-    For a single-logit head, class ``1`` is the positive decision and class ``0`` its
-    complement.
-    """
-    logits = logits.float()
-    if logits.ndim != 2:
-        raise ValueError(f"expected logits of shape (B, num_classes), got {tuple(logits.shape)}")
-    if logits.shape[1] == 1:
-        positive = torch.sigmoid(logits[:, 0])
-        return torch.where(class_idx.to(logits.device) == 0, 1 - positive, positive)
-    return logits.softmax(dim=1).gather(1, class_idx.to(logits.device)[:, None])[:, 0]
-
-
-def _predicted_classes(logits: Tensor) -> Tensor:
-    if logits.shape[1] == 1:
-        return (logits[:, 0] >= 0).long()
-    return logits.argmax(dim=1)
-
-
+# -- scores ----------------------------------------------------------------------------
 def _resolve_classes(model: nn.Module, images: Tensor, class_idx: object) -> Tensor:
+    """One class per image: given, or predicted (:func:`gradcam_kit.core.scores.predicted_class`)."""
     if isinstance(class_idx, Tensor) and class_idx.ndim == 1 and class_idx.dtype == torch.long:
         return class_idx.to(images.device)
     with torch.no_grad():
         logits = model(images)
-    if class_idx is None:
-        return _predicted_classes(logits)
     return resolve_class_idx(class_idx, logits)
 
 
@@ -202,7 +182,7 @@ def deletion_curve(
     model: nn.Module,
     images: Tensor,
     saliency: Tensor,
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    class_idx: ClassIdx = None,
     *,
     steps: int = 50,
     substrate: str | float | Tensor = "zero",
@@ -236,7 +216,7 @@ def insertion_curve(
     model: nn.Module,
     images: Tensor,
     saliency: Tensor,
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    class_idx: ClassIdx = None,
     *,
     steps: int = 50,
     substrate: str | float | Tensor = "blur",
@@ -292,7 +272,7 @@ def confidence_scores(
     model: nn.Module,
     images: Tensor,
     saliency: Tensor,
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    class_idx: ClassIdx = None,
     *,
     chunk_size: int = 64,
 ) -> tuple[Tensor, Tensor]:
@@ -420,7 +400,7 @@ def model_randomization(
     model: nn.Module,
     images: Tensor,
     explainer: Explainer,
-    class_idx: int | Sequence[int] | Tensor | None = None,
+    class_idx: ClassIdx = None,
     *,
     cascade: Sequence[str] | None = None,
     seed: int = 0,

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ..core.engine import CAMEngine
+from ..core.modes import eval_mode
 from .classification import classification_metrics, format_metrics
 from .localization import (
     POINTING_MODES,
@@ -90,7 +91,7 @@ def _score_batch(
     # One forward and one backward serve every method (CAMEngine.explain_methods).
     results = CAMEngine(model, layers, hold_model=False).explain_methods(
         images,
-        0 if single_logit else labels,
+        1 if single_logit else labels,  # a single logit: class 1 explains +z (core.scores)
         methods=methods,
         output_size=None,
         normalize=False,
@@ -174,11 +175,10 @@ def evaluate_pointing(
     if mode not in POINTING_MODES:
         raise ValueError(f"mode must be one of {POINTING_MODES}, got {mode!r}")
     tally = _Tally(methods, layers)
-    was_training, was_enabled = model.training, model.gradcam_enabled
-    model.eval()
+    was_enabled = model.gradcam_enabled
     model.enable_gradcam_mode()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             total = len(loader) if hasattr(loader, "__len__") else None
             for batch in tqdm(loader, desc=desc, total=total, disable=not progress, leave=False):
                 _score_batch(
@@ -187,7 +187,6 @@ def evaluate_pointing(
                     overlays=overlays, names=names,
                 )
     finally:
-        model.train(was_training)
         if not was_enabled:
             model.disable_gradcam_mode()
     if not tally.logits:

@@ -22,6 +22,8 @@ import torch
 from torch import nn
 
 from ..core.layers import canonical_layer_name
+from ..core.modes import eval_mode
+from ..explainers.cnn import default_target_layer
 from .builder import RESNET_BUILDERS, load_model
 
 __all__ = [
@@ -97,16 +99,6 @@ def _stage_modules(model: nn.Module) -> dict[str, list[nn.Module]]:
     return stages
 
 
-def default_target_layer(model: nn.Module) -> str:
-    """The layer Grad-CAM explains: the model's own choice, else the last conv of ``layer4``."""
-    own = getattr(model, "gradcam_target_layer", None)
-    if isinstance(own, str):
-        return own
-    last_block = list(model.layer4.children())[-1]
-    last_conv = "conv3" if hasattr(last_block, "conv3") else "conv2"
-    return f"layer4.{len(model.layer4) - 1}.{last_conv}"
-
-
 def analyze(
     model: nn.Module,
     input_size: int | Sequence[int] = 224,
@@ -120,7 +112,9 @@ def analyze(
         model: a torchvision ``ResNet`` (or :class:`resnet50.ResNet50FineTuned`).
         input_size: ``H`` (square) or ``(H, W)`` of the input image.
         model_name: shown in the report; defaults to the class name.
-        target_layer: the Grad-CAM layer to report; default :func:`default_target_layer`.
+        target_layer: the Grad-CAM layer to report; default
+            :func:`gradcam_kit.explainers.cnn.default_target_layer` (the model's own layer,
+            else ``layer4`` for a torchvision ResNet).
 
     Raises:
         ValueError: the model is not ResNet-shaped, or the input is too small for it (the
@@ -150,14 +144,12 @@ def analyze(
     target_shapes: list[tuple[int, ...]] = []
     x = torch.zeros(1, 3, height, width, device=device)
     # One plain forward, stage by stage, in eval mode so BatchNorm statistics stay as they
-    # are; the flag is restored afterwards. A temporary hook reads the target's shape.
-    was_training = model.training
+    # are; the flags are restored afterwards. A temporary hook reads the target's shape.
     handle = target_module.register_forward_hook(
         lambda _module, _inputs, output: target_shapes.append(tuple(output.shape[1:]))
     )
-    model.eval()
     try:
-        with torch.no_grad():
+        with eval_mode(model), torch.no_grad():
             for name, modules in stages.items():
                 if name == "fc":
                     x = torch.flatten(x, 1)
@@ -168,7 +160,6 @@ def analyze(
                 infos.append(StageInfo(name, tuple(x.shape[1:]), total, trainable, blocks))
     finally:
         handle.remove()
-        model.train(was_training)
     total, trainable = _count(model)
     target_shape = target_shapes[0] if target_shapes else None
     return ArchitectureReport(

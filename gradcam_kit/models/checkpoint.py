@@ -7,15 +7,18 @@ with ``torch.load(..., weights_only=True)``: no code in a checkpoint is ever exe
 
 The checkpoints this project writes (:func:`save_checkpoint`) hold the ``state_dict``
 plus metadata: ``num_classes``, ``class_names``, ``input_size``, ``mean``, ``std``,
-``target_layer`` and the library versions.
+``target_layer``, the library versions and, once ``evaluate`` ran, ``recommended``.
+:func:`checkpoint_metadata` is the one reader of that metadata.
 """
 
 from __future__ import annotations
 
+import numbers
 import os
 import socket
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -26,6 +29,8 @@ from .modules import unwrap_model
 
 __all__ = [
     "CHECKPOINT_FORMAT",
+    "CheckpointMetadata",
+    "checkpoint_metadata",
     "explanation_choice",
     "extract_state_dict",
     "load_checkpoint",
@@ -225,6 +230,99 @@ def update_checkpoint(path: str | os.PathLike, **metadata: object) -> Path:
     return _write_atomically(payload, path)
 
 
+@dataclass(frozen=True)
+class CheckpointMetadata:
+    """What a checkpoint says about its model, read by :func:`checkpoint_metadata`.
+
+    Every field is ``None`` when the checkpoint does not say it (or says it in a form that
+    cannot be used); callers then fall back to their own defaults (ImageNet's mean and
+    std, 224 px, ...).
+
+    Attributes:
+        num_classes: outputs of the head: the stored ``num_classes``, else the rows of
+            ``fc.weight`` (also under a wrapper prefix such as ``module.``).
+        class_names: the stored names, as strings, when there is one per class (two for a
+            single-logit head).
+        input_size: ``(H, W)``; a stored int ``s`` or ``[s]`` is ``(s, s)``.
+        mean: 3 per-channel numbers (one stored number is repeated), given together with
+            ``std``: both are ``None`` unless both are valid.
+        std: as ``mean``.
+        target_layer: the Grad-CAM layer ``train`` stored.
+        recommended: the ``{"layer", "method", ...}`` that ``evaluate`` wrote.
+    """
+
+    num_classes: int | None = None
+    class_names: list[str] | None = None
+    input_size: tuple[int, int] | None = None
+    mean: tuple[float, float, float] | None = None
+    std: tuple[float, float, float] | None = None
+    target_layer: str | None = None
+    recommended: dict | None = None
+
+
+def checkpoint_metadata(checkpoint: Mapping, *, source: str = "checkpoint") -> CheckpointMetadata:
+    """The metadata of a loaded checkpoint (:func:`load_checkpoint`'s dict), checked once.
+
+    Args:
+        checkpoint: the loaded checkpoint.
+        source: names the checkpoint in errors (its path).
+
+    Returns:
+        a :class:`CheckpointMetadata`; see it for the rule of each field.
+    """
+    num_classes = checkpoint.get("num_classes")
+    if not _is_int(num_classes):
+        num_classes = _head_rows(checkpoint, source)
+    names = checkpoint.get("class_names")
+    class_names = None
+    if isinstance(names, (list, tuple)) and (num_classes is None or len(names) == max(num_classes, 2)):
+        class_names = [str(n) for n in names]
+    mean, std = _three(checkpoint.get("mean")), _three(checkpoint.get("std"))
+    if mean is None or std is None:
+        mean = std = None
+    layer = checkpoint.get("target_layer")
+    recommended = checkpoint.get("recommended")
+    return CheckpointMetadata(
+        num_classes=None if num_classes is None else int(num_classes),
+        class_names=class_names,
+        input_size=_size(checkpoint.get("input_size")),
+        mean=mean,
+        std=std,
+        target_layer=str(layer) if layer else None,
+        recommended=dict(recommended) if isinstance(recommended, Mapping) and recommended.get("layer") else None,
+    )
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _head_rows(checkpoint: Mapping, source: str) -> int | None:
+    try:
+        state_dict = extract_state_dict(checkpoint, source=source)
+    except ValueError:
+        return None
+    heads = [v for k, v in state_dict.items() if k == "fc.weight" or k.endswith(".fc.weight")]
+    return int(heads[0].shape[0]) if heads else None
+
+
+def _size(value: object) -> tuple[int, int] | None:
+    if _is_int(value):
+        return (int(value), int(value))
+    if isinstance(value, (list, tuple)) and len(value) in (1, 2) and all(_is_int(v) for v in value):
+        return (int(value[0]), int(value[-1]))
+    return None
+
+
+def _three(value: object) -> tuple[float, float, float] | None:
+    if not isinstance(value, (list, tuple)) or len(value) not in (1, 3):
+        return None
+    if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+        return None
+    values = tuple(float(v) for v in value)
+    return values * 3 if len(values) == 1 else values
+
+
 def explanation_choice(checkpoint: Mapping, default_layer: str = "layer4.2.conv3") -> dict[str, object]:
     """The layer and method a checkpoint says to explain with, and why.
 
@@ -236,8 +334,9 @@ def explanation_choice(checkpoint: Mapping, default_layer: str = "layer4.2.conv3
         ``{"layer", "method", "source"}``; ``source`` is a short sentence for logs and
         report headers, e.g. ``"recommended by evaluate: pointing 0.94 on val"``.
     """
-    recommended = checkpoint.get("recommended")
-    if isinstance(recommended, Mapping) and recommended.get("layer"):
+    metadata = checkpoint_metadata(checkpoint)
+    recommended = metadata.recommended
+    if recommended is not None:
         pointing = recommended.get("pointing")
         figure = f"pointing {pointing:.2f}" if isinstance(pointing, (int, float)) else "pointing"
         return {
@@ -245,6 +344,6 @@ def explanation_choice(checkpoint: Mapping, default_layer: str = "layer4.2.conv3
             "method": str(recommended.get("method") or "gradcam"),
             "source": f"recommended by evaluate: {figure} on {recommended.get('split', '?')}",
         }
-    if checkpoint.get("target_layer"):
-        return {"layer": str(checkpoint["target_layer"]), "method": "gradcam", "source": "stored in the checkpoint by train"}
+    if metadata.target_layer is not None:
+        return {"layer": metadata.target_layer, "method": "gradcam", "source": "stored in the checkpoint by train"}
     return {"layer": default_layer, "method": "gradcam", "source": "the default layer"}

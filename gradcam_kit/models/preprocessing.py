@@ -29,22 +29,15 @@ def input_preprocessing(
         ValueError: ``size`` is below 32 (ResNet downsamples 32x).
         FileNotFoundError: the checkpoint does not exist.
     """
-    stored: dict = {}
-    if checkpoint is not None:
-        from .checkpoint import load_checkpoint
+    from .checkpoint import CheckpointMetadata, checkpoint_metadata, load_checkpoint
 
-        stored = load_checkpoint(checkpoint)
+    stored = CheckpointMetadata()
+    if checkpoint is not None:
+        stored = checkpoint_metadata(load_checkpoint(checkpoint), source=str(checkpoint))
     if size is not None:
         if size < 32:
             raise ValueError(f"the input size must be at least 32 (ResNet downsamples 32x), got {size}")
     else:
-        size = stored.get("input_size", 224)
-        if isinstance(size, (list, tuple)):
-            size = int(size[-1]) if size else 224
-        size = int(size)
-    normalization = {
-        key: [float(v) for v in stored[key]]
-        for key in ("mean", "std")
-        if isinstance(stored.get(key), (list, tuple)) and len(stored[key]) == 3
-    }
+        size = stored.input_size[-1] if stored.input_size else 224
+    normalization = {} if stored.mean is None else {"mean": list(stored.mean), "std": list(stored.std)}
     return size, normalization

@@ -24,10 +24,12 @@ from torchvision.models import ResNet50_Weights
 from torchvision.models.resnet import Bottleneck, ResNet
 
 from ..core.engine import CAMEngine, CAMOutput, _capture_hook
+from ..core.types import ClassIdx, ScoreFn
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize, preprocess
 from ..methods.base import CAMMethod
 from ..viz.render import images_to_tensor, overlay, to_numpy_images
 from .checkpoint import (
+    checkpoint_metadata,
     explanation_choice,
     extract_state_dict,
     load_checkpoint,
@@ -139,30 +141,21 @@ class ResNet50FineTuned(ResNet):
         if "num_classes" in kwargs:  # an explicit value wins, even 0 (which is refused)
             num_classes = kwargs.pop("num_classes")
         else:
-            num_classes = loaded.get("num_classes")
+            num_classes = checkpoint_metadata(loaded, source=str(path)).num_classes
             if num_classes is None:
-                state_dict = extract_state_dict(loaded, source=str(path))
-                heads = [v for k, v in state_dict.items() if k == "fc.weight" or k.endswith(".fc.weight")]
-                if not heads:
-                    raise ValueError(
-                        f"checkpoint {path} holds no fc.weight to read the number of classes "
-                        "from; pass num_classes=... or load it with "
-                        "ResNet50FineTuned(num_classes, weights=path)"
-                    )
-                num_classes = heads[0].shape[0]
-            num_classes = int(num_classes)
+                extract_state_dict(loaded, source=str(path))  # no state_dict at all: say that
+                raise ValueError(
+                    f"checkpoint {path} holds no fc.weight to read the number of classes "
+                    "from; pass num_classes=... or load it with "
+                    "ResNet50FineTuned(num_classes, weights=path)"
+                )
         return cls(num_classes, weights=path, **kwargs)
 
     def _read_metadata(self, loaded: dict) -> None:
-        names = loaded.get("class_names")
-        self.class_names = list(names) if isinstance(names, (list, tuple)) else None
-        size = loaded.get("input_size")
-        if isinstance(size, int):
-            self.input_size = (size, size)
-        elif isinstance(size, (list, tuple)) and len(size) == 2:
-            self.input_size = (int(size[0]), int(size[1]))
-        if loaded.get("mean") and loaded.get("std"):
-            self.mean, self.std = tuple(loaded["mean"]), tuple(loaded["std"])
+        metadata = checkpoint_metadata(loaded)
+        self.class_names, self.input_size = metadata.class_names, metadata.input_size
+        if metadata.mean is not None:
+            self.mean, self.std = metadata.mean, metadata.std
 
     def preprocess(self, image: object, *, device: torch.device | str | None = None) -> Tensor:
         """One image -> a ``(1, 3, H, W)`` batch at the size and normalisation this model was
@@ -197,7 +190,7 @@ class ResNet50FineTuned(ResNet):
         self,
         x: Tensor,
         return_gradcam: bool = False,
-        gradcam_class_idx: int | Sequence[int] | Tensor | None = None,
+        gradcam_class_idx: ClassIdx = None,
         **gradcam_options: Any,
     ) -> Tensor | tuple[Tensor, Tensor | dict[str, Tensor]]:
         """Logits, and optionally a Grad-CAM heatmap from the same forward pass.
@@ -245,12 +238,12 @@ class ResNet50FineTuned(ResNet):
     def explain(
         self,
         x: Tensor,
-        class_idx: int | Sequence[int] | Tensor | None = None,
+        class_idx: ClassIdx = None,
         *,
         method: str | CAMMethod | None = None,
         layers: str | Sequence[str] | None = None,
         raw: bool = False,
-        score_fn: Callable[[Tensor], Tensor] | None = None,
+        score_fn: ScoreFn | None = None,
         alignment: str = "receptive-field",
     ) -> CAMOutput:
         """The full Grad-CAM result of one forward pass (what ``forward`` returns a part of).
@@ -333,7 +326,7 @@ class ResNet50FineTuned(ResNet):
         alpha: float = 0.5,
         colormap: int | str = cv2.COLORMAP_JET,
         *,
-        class_idx: int | Sequence[int] | Tensor | None = None,
+        class_idx: ClassIdx = None,
     ) -> tuple[np.ndarray, np.ndarray] | tuple[list[np.ndarray], list[np.ndarray]] | None:
         """Colours the Grad-CAM heatmap and lays it over the original image.
 

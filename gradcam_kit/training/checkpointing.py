@@ -86,14 +86,15 @@ def restore_training(
     Raises:
         ValueError: the checkpoint holds no training state, or was trained for other classes.
     """
-    from ..models.checkpoint import extract_state_dict, load_into
+    from ..models.checkpoint import checkpoint_metadata, extract_state_dict, load_into
 
     if "optimizer" not in state or "epoch" not in state:
         raise ValueError(f"{source} holds no training state; resume from the last.pt that train wrote")
-    if list(state.get("class_names") or []) != class_names or state.get("num_classes") != num_classes:
+    stored = checkpoint_metadata(state, source=str(source))
+    if stored.class_names != class_names or stored.num_classes != num_classes:
         raise ValueError(
-            f"{source} was trained for classes {state.get('class_names')} "
-            f"(num_classes={state.get('num_classes')}), this data has {class_names}"
+            f"{source} was trained for classes {stored.class_names} "
+            f"(num_classes={stored.num_classes}), this data has {class_names}"
         )
     load_into(model, extract_state_dict(state, source=source), source=source)
     optimizer.load_state_dict(state["optimizer"])

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..core.modes import eval_mode
 from ..metrics.classification import classification_metrics
 from ..models.modules import freeze_backbone, unwrap_model
 from .distributed import DistributedContext, broadcast_buffers, gather_predictions
@@ -126,10 +127,8 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, *, amp: 
     """``(indices, logits, targets)`` of this process's shard, in eval mode, without gradients."""
     from tqdm.auto import tqdm
 
-    was_training = model.training
-    model.eval()
     indices, logits, targets = [], [], []
-    try:
+    with eval_mode(model):  # every submodule's train/eval flag comes back afterwards
         with torch.no_grad():
             for images, labels, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
                 with _autocast(device, amp):
@@ -137,8 +136,6 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, *, amp: 
                 logits.append(output.float())
                 targets.append(labels.to(device))
                 indices.append(index.to(device))
-    finally:
-        model.train(was_training)
     if not logits:  # an empty shard (more processes than validation images)
         empty = torch.zeros(0, dtype=torch.long, device=device)
         outputs = unwrap_model(model).fc.out_features

@@ -30,8 +30,8 @@ import torch
 from torch import Tensor, nn
 
 from ..core.engine import resolve_class_idx
+from ..core.scores import class_probability, predicted_class
 from ..methods import method_title
-from ..metrics.faithfulness import class_probability
 from .render import colormap_lut, images_to_tensor, overlay, to_numpy_images
 
 __all__ = [
@@ -241,7 +241,7 @@ def _titles(
     truth is unknown.
     """
     logits = maps.logits.float()
-    predicted = logits.argmax(1) if logits.shape[1] > 1 else (logits[:, 0] >= 0).long()
+    predicted = predicted_class(logits)
     probability = class_probability(logits, predicted)
     explained = maps.class_idx if maps.class_idx is not None else predicted
     # The one host copy of the numbers shown in the titles.

@@ -128,28 +128,18 @@ def _predict(logits: Tensor, class_idx: int | None) -> tuple[Tensor, Tensor, Ten
     """Probabilities ``(B, C)``, predicted and explained class ``(B,)``, on the device."""
     import torch
 
-    if logits.shape[1] == 1:
-        positive = torch.sigmoid(logits[:, 0].float())
-        probs = torch.stack([1 - positive, positive], dim=1)
-        predicted = (positive >= 0.5).long()
-    else:
-        probs = torch.softmax(logits.float(), dim=1)
-        predicted = probs.argmax(dim=1)
+    from ..core.scores import class_probabilities, predicted_class
+
+    probs, predicted = class_probabilities(logits), predicted_class(logits)
     explained = predicted if class_idx is None else torch.full_like(predicted, class_idx)
     return probs, predicted, explained
 
 
-def _gradcam_kwargs(num_outputs: int, options: OverlayOptions) -> dict:
-    kwargs: dict = {
+def _gradcam_kwargs(options: OverlayOptions) -> dict:
+    return {
         "gradcam_method": options.method, "gradcam_layers": options.layer, "gradcam_alignment": options.alignment,
+        "gradcam_class_idx": options.class_idx,  # a single logit: class 1 explains z, class 0 -z (core.scores)
     }
-    class_idx = options.class_idx
-    if num_outputs == 1 and class_idx is not None:
-        # A single logit z: class 1 is "z", class 0 is "-z".
-        kwargs["gradcam_score_fn"] = (lambda z: z[:, 0]) if class_idx == 1 else (lambda z: -z[:, 0])
-    else:
-        kwargs["gradcam_class_idx"] = class_idx
-    return kwargs
 
 
 class _Stopwatch:
@@ -199,7 +189,7 @@ def _prepare(
         by_index={item.index: item for item in items},
         geometry=Geometry.for_size(options.display),
         memory_format=memory_format,
-        gradcam_kwargs=_gradcam_kwargs(info.num_outputs, options),
+        gradcam_kwargs=_gradcam_kwargs(options),
         map_title=f"{method_title(options.method)} {options.layer}",
     )
 

@@ -148,8 +148,8 @@ def test_single_logit_head_from_a_csv(tmp_path):
     assert result["positives_with_masks"] == 2 and result["classification"]["count"] == 4
     images, _, masks = next(iter(loader))
     model.enable_gradcam_mode()
-    # a single logit: the positive decision (the logit itself) is explained
-    _, raw = model(images, return_gradcam=True, gradcam_class_idx=0, gradcam_layers="layer1", gradcam_raw=True)
+    # a single logit: the positive class 1 (the logit itself) is explained
+    _, raw = model(images, return_gradcam=True, gradcam_class_idx=1, gradcam_layers="layer1", gradcam_raw=True)
     hits = pointing_game(raw, masks, tolerance_px=15 * 32 / 224)[masks.flatten(1).any(1)]
     assert result["pointing_game"]["gradcam"]["layer1"]["hits"] == int(hits.sum())
     assert not model.training

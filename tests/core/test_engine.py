@@ -165,9 +165,10 @@ def test_resolve_class_idx_and_class_scores():
     assert resolve_class_idx([0, 2], logits).tolist() == [0, 2]
     assert class_scores(logits, torch.tensor([2, 1])).tolist() == [2.0, 0.0]
     single = torch.tensor([[2.0], [-3.0]])
-    assert resolve_class_idx(None, single) is None
+    assert resolve_class_idx(None, single).tolist() == [1, 0]  # the predicted classes
     # The decision of a single-logit head: z where positive, -z where negative.
     assert class_scores(single, None).tolist() == [2.0, 3.0]
+    assert class_scores(single, resolve_class_idx(None, single)).tolist() == [2.0, 3.0]
     with pytest.raises(ValueError, match=r"logits of shape \(B, num_classes\)"):
         resolve_class_idx(None, torch.zeros(2))
 

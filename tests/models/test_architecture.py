@@ -40,7 +40,8 @@ def test_torchvision_resnet50_counts_and_shapes_at_224():
         "layer3": (1024, 14, 14), "layer4": (2048, 7, 7), "avgpool": (2048, 1, 1), "fc": (1000,),
     }
     assert [s.blocks for s in report.stages] == [0, 3, 4, 6, 3, 0, 0]
-    assert report.target_layer == "layer4.2.conv3" and report.target_shape == (2048, 7, 7)
+    # The layer every explainer defaults to (explainers.cnn.default_target_layer).
+    assert report.target_layer == "layer4" and report.target_shape == (2048, 7, 7)
 
 
 def test_fine_tuned_head_changes_the_count_and_freezes_the_backbone():
@@ -55,10 +56,10 @@ def test_fine_tuned_head_changes_the_count_and_freezes_the_backbone():
     assert report.stages[4].output_shape == (2048, 2, 2)  # 64 px / 32
 
 
-def test_basic_block_resnet_targets_conv2_and_non_square_inputs():
+def test_basic_block_resnet_targets_layer4_and_non_square_inputs():
     report = analyze(resnet18(weights=None, num_classes=3), (64, 96))
     assert report.total_parameters == sum(p.numel() for p in resnet18(num_classes=3).parameters())
-    assert report.target_layer == "layer4.1.conv2"
+    assert report.target_layer == "layer4" and report.target_shape == (512, 2, 3)
     assert report.stages[4].output_shape == (512, 2, 3)
     # Any target layer, in either spelling; its output shape is reported.
     report = analyze(resnet18(weights=None), 64, target_layer="layer3[-1]")

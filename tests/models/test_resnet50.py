@@ -473,17 +473,21 @@ def test_single_logit_head_explains_the_decision_and_its_negation(make_images, b
         positive, negative = int(logits.argmax()), int(logits.argmin())
         assert logits[positive] > 0 > logits[negative]
 
-        _, decision = model(images, return_gradcam=True)  # None: the predicted decision
-        _, logit_map = model(images, return_gradcam=True, gradcam_class_idx=0)
+        _, decision = model(images, return_gradcam=True)  # None: the predicted class
+        _, class1 = model(images, return_gradcam=True, gradcam_class_idx=1)
+        _, class0 = model(images, return_gradcam=True, gradcam_class_idx=0)
+        _, logit_map = model(images, return_gradcam=True, gradcam_score_fn=lambda z: z[:, 0])
         _, negated = model(images, return_gradcam=True, gradcam_score_fn=lambda z: -z[:, 0])
     assert decision.shape == (2, SIZE, SIZE)
-    # Positive sample: the decision is the logit itself.
-    torch.testing.assert_close(decision[positive], logit_map[positive])
-    # Negative sample: the decision is "not positive", i.e. -logit.
-    torch.testing.assert_close(decision[negative], negated[negative])
+    # Class 1 (positive) explains the logit, class 0 (negative) explains -logit.
+    torch.testing.assert_close(class1, logit_map)
+    torch.testing.assert_close(class0, negated)
+    # The prediction: class 1 for the positive sample, class 0 for the negative one.
+    torch.testing.assert_close(decision[positive], class1[positive])
+    torch.testing.assert_close(decision[negative], class0[negative])
     assert not torch.allclose(negated[negative], logit_map[negative], atol=1e-3)
-    with pytest.raises(ValueError, match=r"out of range: expected an int in \[0, 0\]"):
-        model(images, return_gradcam=True, gradcam_class_idx=1)
+    with pytest.raises(ValueError, match=r"out of range: expected an int in \[0, 1\]"):
+        model(images, return_gradcam=True, gradcam_class_idx=2)
 
 
 def test_multi_label_head_explains_each_label(images, build_model):

@@ -53,7 +53,7 @@ def test_demo_synthetic_image_random_weights(tmp_path, capsys):
     synthetic = output / "synthetic_xray.png"
     assert synthetic.is_file() and str(synthetic) in stdout
     original = Image.open(synthetic)
-    assert original.mode == "L" and original.size == (256, 288)
+    assert original.mode == "L" and original.size == (256, 256)
     check_outputs(output, stdout, original.size)
     # The overlay is the 50/50 blend of the original and the coloured heatmap.
     gray = np.repeat(np.asarray(original)[:, :, None], 3, 2).astype(np.float32)
@@ -109,11 +109,15 @@ def test_missing_checkpoint_and_bad_class_are_clear_errors(tmp_path, capsys):
     assert "--class-idx: class index 7 is out of range" in capsys.readouterr().err
 
 
-def test_synthetic_xray_is_seeded_and_has_a_bright_lesion():
-    first, again = resnet50_demo.synthetic_xray(seed=3), resnet50_demo.synthetic_xray(seed=3)
-    assert np.array_equal(np.asarray(first), np.asarray(again))
-    pixels = np.asarray(resnet50_demo.synthetic_xray(200, 160, seed=0)).astype(float)
-    assert pixels.shape == (200, 160)
-    lesion = pixels[110, int(0.28 * 160)]
-    mirrored = pixels[110, int(0.72 * 160)]  # the same place in the other lung
+def test_synthetic_image_is_the_packages_generator_with_a_bright_lesion():
+    from gradcam_kit.data.synthetic import generate_sample
+
+    image = resnet50_demo.synthetic_image()
+    sample = generate_sample(resnet50_demo.SYNTHETIC_SAMPLE, size=256, positive=True)
+    assert image.mode == "L" and image.size == (256, 256)
+    assert np.array_equal(np.asarray(image), sample.image.numpy())
+    pixels, mask = np.asarray(image).astype(float), sample.mask.numpy()
+    assert mask.any()
+    lesion = pixels[mask].mean()
+    mirrored = pixels[:, ::-1][mask].mean()  # the same place in the other lung
     assert lesion > mirrored + 40
