@@ -24,9 +24,9 @@ _legacy.install()  # the module paths of the flat 0.1 layout stay importable
 _EXPORTS: dict[str, str] = {
     "CAMEngine": "core.engine",
     "CAMOutput": "core.engine",
-    "min_max_normalize": "core.engine",
+    "min_max_normalize": "core.ops",
     "resolve_class_idx": "core.engine",
-    "upsample": "core.engine",
+    "upsample": "core.ops",
     "METHODS": "methods",
     "CAMMethod": "methods",
     "ClassActivationMap": "methods",
@@ -64,7 +64,8 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
-    from .core.engine import CAMEngine, CAMOutput, min_max_normalize, resolve_class_idx, upsample
+    from .core.engine import CAMEngine, CAMOutput, resolve_class_idx
+    from .core.ops import min_max_normalize, upsample
     from .explainers.cnn import GradCAMExplainer, default_target_layer
     from .methods import (
         METHODS,

@@ -25,20 +25,25 @@ threads can explain with the same model at once.
 
 from __future__ import annotations
 
-import functools
-import sys
-import threading
 import weakref
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
 from ..methods import CAMMethod, get_method
+from .hooks import (
+    _capture_hook,  # noqa: F401 - ResNet50FineTuned strips it before scripting
+    _eager_under_compile,
+    _Recording,
+    _recordings,
+    _register,
+    _remove_handles,
+)
 from .layers import resolve_layers
+from .ops import ALIGNMENTS, min_max_normalize, upsample
 from .scores import (  # noqa: F401 - class_scores and explained_scores are used from here too
     _detach,
     _requires_grad,
@@ -58,83 +63,6 @@ __all__ = [
 
 Reshape = Callable[[Tensor], Tensor]
 
-_recordings = threading.local()
-
-
-def _eager_under_compile(function: Callable) -> Callable:
-    """``torch.compiler.disable(function)``, without importing TorchDynamo until it runs.
-
-    ``torch.compiler.disable`` imports ``torch._dynamo`` (about 1 s on two cores) when it
-    is applied; applied at class definition, every ``import gradcam_kit.core.engine`` paid it.
-    Nothing can be compiling before TorchDynamo is imported, so until then the function is
-    called directly; once it is imported, through the disabled wrapper (made once). The
-    ``_torchdynamo_disable`` mark makes Dynamo skip this wrapper instead of inlining it.
-    """
-    disabled: list[Callable] = []
-
-    @functools.wraps(function)
-    def wrapper(*args: object, **kwargs: object) -> object:
-        dynamo = sys.modules.get("torch._dynamo")
-        if dynamo is None:
-            return function(*args, **kwargs)
-        if not disabled:
-            disabled.append(dynamo.disable(function))
-        return disabled[0](*args, **kwargs)
-
-    wrapper._torchdynamo_disable = True  # type: ignore[attr-defined]
-    return wrapper
-
-
-@dataclass
-class _Recording:
-    """What one explain call captures; lives only for that call, on its own thread."""
-
-    targets: dict[nn.Module, str]
-    activations: dict[str, Tensor] = field(default_factory=dict)
-    returned: dict[str, Tensor] = field(default_factory=dict)
-    cut_graph: bool = True
-
-
-def _active_recording() -> _Recording | None:
-    stack = getattr(_recordings, "stack", None)
-    return stack[-1] if stack else None
-
-
-def _capture_hook(module: nn.Module, inputs: tuple, output: object) -> Tensor | None:
-    # A module-level function (not a closure or a bound method) so that copy.deepcopy,
-    # pickling and torch.save of a model with hooks attached keep working.
-    recording = _active_recording()
-    if recording is None:
-        return None
-    name = recording.targets.get(module)
-    if name is None or recording.returned.get(name) is output:
-        return None  # not ours, or a second engine's hook on the same module: already taken
-    if name in recording.activations:
-        raise RuntimeError(
-            f"layer {name!r} ran twice in one forward pass (a backbone shared by two inputs, "
-            "as in a siamese model, or a block reused in a loop): a CAM explains one call of "
-            "a layer. Explain each branch on its own input, or target a layer that runs once"
-        )
-    if not isinstance(output, Tensor):
-        raise TypeError(
-            f"layer {name!r} returns {type(output).__name__}, not a tensor; "
-            "target a layer whose output is a tensor (e.g. a conv, a block or a norm layer)"
-        )
-    if output.requires_grad:
-        activation = output
-    elif recording.cut_graph:
-        # Cut the graph here: nothing before this layer is recorded.
-        activation = output.detach().requires_grad_(True)
-        torch.set_grad_enabled(True)
-    else:
-        activation = output.detach()
-    recording.activations[name] = activation
-    # Hand the rest of the network a copy: later in-place ops (ReLU(inplace=True),
-    # `out += identity`) must not rewrite the tensor we differentiate against.
-    returned = activation.clone()
-    recording.returned[name] = returned
-    return returned
-
 
 @dataclass(frozen=True)
 class CAMOutput:
@@ -152,62 +80,6 @@ class CAMOutput:
     heatmaps: dict[str, Tensor]
     class_idx: Tensor | None
 
-
-ALIGNMENTS = ("pixel", "receptive-field")
-
-
-def upsample(
-    maps: Tensor,
-    size: tuple[int, int],
-    *,
-    align_corners: bool = False,
-    alignment: str = "pixel",
-) -> Tensor:
-    """Bilinearly resizes ``(B, h, w)`` maps to ``size`` (half-pixel centres, like OpenCV).
-
-    ``align_corners=True`` maps corner pixel centres onto corner pixel centres instead, as
-    ``torch.nn.UpsamplingBilinear2d`` does (used for Score-CAM's masks, see docs/METHODS.md).
-
-    ``alignment="receptive-field"`` puts unit ``i`` of a stride-``s`` map on input pixel
-    ``s * i``, the centre of its receptive field in networks whose strided layers pad by
-    ``k // 2`` (torchvision's ResNets, DenseNets, ...). The default ``"pixel"`` resize (every
-    Grad-CAM library's) puts it at ``s * i + (s - 1) / 2``: 15.5 px down and right for
-    ResNet50's ``layer4`` at 224x224. Pixels past the last unit take its value.
-    """
-    if alignment not in ALIGNMENTS:
-        raise ValueError(f"alignment must be one of {ALIGNMENTS}, got {alignment!r}")
-    if tuple(maps.shape[-2:]) == tuple(size):
-        return maps
-    if alignment == "receptive-field":
-        return _upsample_receptive_field(maps, size)
-    return F.interpolate(
-        maps[:, None], size=size, mode="bilinear", align_corners=align_corners
-    )[:, 0]
-
-
-def _upsample_receptive_field(maps: Tensor, size: tuple[int, int]) -> Tensor:
-    (h, w), (height, width) = maps.shape[-2:], size
-    # Output pixel p samples unit coordinate p / stride, stride = size / map size; in
-    # grid_sample's normalised coordinates (align_corners=False) unit u sits at (2u + 1) / n - 1.
-    ys = torch.arange(height, device=maps.device, dtype=maps.dtype) * (h / height)
-    xs = torch.arange(width, device=maps.device, dtype=maps.dtype) * (w / width)
-    grid_y, grid_x = torch.meshgrid((2 * ys + 1) / h - 1, (2 * xs + 1) / w - 1, indexing="ij")
-    grid = torch.stack((grid_x, grid_y), dim=-1).expand(maps.shape[0], height, width, 2)
-    return F.grid_sample(
-        maps[:, None], grid, mode="bilinear", padding_mode="border", align_corners=False
-    )[:, 0]
-
-
-def min_max_normalize(maps: Tensor) -> Tensor:
-    """Per-image min-max normalisation of ``(B, H, W)`` maps to ``[0, 1]``.
-
-    A constant map (all zeros after ReLU, say) becomes all zeros, never NaN.
-    """
-    flat = maps.flatten(1)
-    low = flat.amin(dim=1)[:, None, None]
-    span = flat.amax(dim=1)[:, None, None] - low
-    scale = torch.where(span > 0, 1.0 / span.clamp_min(torch.finfo(maps.dtype).tiny), 0.0)
-    return (maps - low) * scale
 
 
 _NO_GRADIENT = (
@@ -590,13 +462,3 @@ class CAMEngine:
         if size is not None:
             cam = upsample(cam, size, alignment=alignment)
         return min_max_normalize(cam) if normalize else cam
-
-
-def _register(modules: Iterator[nn.Module] | Sequence[nn.Module]) -> list[RemovableHandle]:
-    return [module.register_forward_hook(_capture_hook) for module in modules]
-
-
-def _remove_handles(handles: list[RemovableHandle]) -> None:
-    while handles:
-        handles.pop().remove()
-

@@ -50,6 +50,7 @@ from torch.utils.hooks import RemovableHandle
 from torchvision import models as tv
 
 from ..core.engine import CAMEngine, CAMOutput
+from ..core.hooks import _remove_handles
 from ..core.layers import resolve_layers
 from ..core.types import ClassIdx, LayerSpec, OutputSize, ScoreFn
 from ..methods import CAMMethod, ClassActivationMap, get_method
@@ -154,11 +155,6 @@ def _rectify(model: nn.Module, names: Sequence[str]) -> list[RemovableHandle]:
         model.get_submodule(name).register_forward_hook(_rectify_output, prepend=True)
         for name in names if relu_follows(model, name)
     ]
-
-
-def _remove_handles(handles: list[RemovableHandle]) -> None:
-    while handles:
-        handles.pop().remove()
 
 
 def _method(model: nn.Module, method: str | CAMMethod) -> CAMMethod:

@@ -34,8 +34,9 @@ import torch
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from ..core.engine import CAMEngine, CAMOutput, min_max_normalize, upsample
+from ..core.engine import CAMEngine, CAMOutput
 from ..core.layers import resolve_layers
+from ..core.ops import min_max_normalize, upsample
 from ..core.types import ClassIdx, LayerSpec, OutputSize, ScoreFn
 from ..methods.base import CAMMethod
 from ..viz.render import blend, colorize, images_to_tensor, overlay, to_numpy_images

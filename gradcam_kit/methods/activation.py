@@ -134,7 +134,7 @@ class ScoreCAM(CAMMethod):
         # Imported here: the engine imports the methods, which import this module.
         from tqdm.auto import tqdm
 
-        from ..core.engine import min_max_normalize, upsample
+        from ..core.ops import min_max_normalize, upsample
 
         x = self._input.detach()
         batch, channels = activation.shape[:2]
@@ -160,7 +160,7 @@ class ScoreCAM(CAMMethod):
         return torch.softmax(scores.view(batch, channels), dim=1)
 
     def _scores(self, logits: Tensor, class_idx: Tensor) -> Tensor:
-        from ..core.engine import explained_scores
+        from ..core.scores import explained_scores
 
         # The model's output may be a dict or a tuple when a score_fn picks the score.
         return explained_scores(logits, class_idx, self._score_fn, batch=class_idx.shape[0]).float()

@@ -201,7 +201,7 @@ def _timed_maps(
 ) -> tuple[Tensor, Tensor, float]:
     """The raw maps at the layer's resolution, the normalised maps at the input size, and the
     seconds the explanation took (the device synchronised around it)."""
-    from ..core.engine import min_max_normalize, upsample
+    from ..core.ops import min_max_normalize, upsample
 
     engine = CAMEngine(model, target_layer, method=cam_method)
     device = images.device

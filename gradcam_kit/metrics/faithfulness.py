@@ -36,7 +36,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from ..core.engine import CAMEngine, resolve_class_idx, upsample
+from ..core.engine import CAMEngine, resolve_class_idx
+from ..core.ops import upsample
 from ..core.scores import class_probability
 from ..core.types import ClassIdx
 from ..methods.base import CAMMethod

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from ..core.engine import ALIGNMENTS, upsample
+from ..core.ops import ALIGNMENTS, upsample
 
 __all__ = [
     "POINTING_MODES",

@@ -23,7 +23,8 @@ from torch import Tensor, nn
 from torchvision.models import ResNet50_Weights
 from torchvision.models.resnet import Bottleneck, ResNet
 
-from ..core.engine import CAMEngine, CAMOutput, _capture_hook
+from ..core.engine import CAMEngine, CAMOutput
+from ..core.hooks import _capture_hook
 from ..core.types import ClassIdx, ScoreFn
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, denormalize, preprocess
 from ..methods.base import CAMMethod

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..core.engine import min_max_normalize, upsample
+from ..core.ops import min_max_normalize, upsample
 from ..metrics.localization import peak_points
 
 __all__ = ["write_overlays"]

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..core.engine import upsample
+from ..core.ops import upsample
 
 __all__ = [
     "colormap_lut",

@@ -119,8 +119,8 @@ def test_faithfulness_tracks_the_probability_of_the_explained_class():
 
 
 def test_classification_and_explain_share_the_rule():
-    from gradcam_kit.cli.explain import _gradcam_kwargs, _predict
     from gradcam_kit.metrics.classification import predictions, scores
+    from gradcam_kit.viz.overlays import OverlayOptions, _gradcam_kwargs, _predict
 
     logits = torch.tensor([[0.0], [-1e-9], [4.0]])
     probs, predicted, explained = _predict(logits, None)
@@ -128,9 +128,9 @@ def test_classification_and_explain_share_the_rule():
     assert explained.tolist() == [1, 0, 1]
     torch.testing.assert_close(probs, scores(logits))
     assert predictions(logits[:, 0]).tolist() == [1, 0, 1]
-    choice = {"method": "gradcam", "layer": "layer4"}
-    assert _gradcam_kwargs(1, 0, choice, "pixel")["gradcam_class_idx"] == 0
-    assert "gradcam_score_fn" not in _gradcam_kwargs(1, 0, choice, "pixel")
+    options = OverlayOptions(method="gradcam", layer="layer4", alignment="pixel", display=(64, 64), class_idx=0)
+    assert _gradcam_kwargs(options)["gradcam_class_idx"] == 0
+    assert "gradcam_score_fn" not in _gradcam_kwargs(options)
 
 
 # -- 2. the default target layer (gradcam_kit.explainers.cnn) ---------------------------
@@ -250,8 +250,8 @@ def test_model_and_commands_read_a_checkpoint_alike(tmp_path):
     from gradcam_kit.data.inputs import Inputs
     from gradcam_kit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD
     from gradcam_kit.models.checkpoint import save_checkpoint
+    from gradcam_kit.models.preprocessing import input_preprocessing
     from gradcam_kit.models.resnet50 import ResNet50FineTuned
-    from gradcam_kit.viz.figures import _preprocessing
 
     torch.manual_seed(0)
     path = save_checkpoint(
@@ -265,7 +265,7 @@ def test_model_and_commands_read_a_checkpoint_alike(tmp_path):
     info = _read_model_info(args, Inputs(items=[]))
     assert (info.num_outputs, info.class_names, info.size) == (1, ["no", "yes"], (72, 72))
     assert (tuple(info.mean), tuple(info.std)) == (tuple(IMAGENET_MEAN), tuple(IMAGENET_STD))
-    assert _preprocessing(argparse.Namespace(checkpoint=path, size=None)) == (72, {})
+    assert input_preprocessing(path) == (72, {})
 
 
 # -- 6. the folder scanner (gradcam_kit.data.datasets.scan_images) ----------------------
