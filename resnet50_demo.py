@@ -32,6 +32,7 @@ import torch
 from PIL import Image
 
 from gradcam_kit.cli.options import warn_if_size_differs
+from gradcam_kit.core.device import resolve_device
 from gradcam_kit.core.scores import class_probabilities, predicted_class
 from gradcam_kit.data.datasets import scan_images
 from gradcam_kit.data.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform, load_image
@@ -122,9 +123,8 @@ def _save_figure(
     figure.savefig(path, dpi=FIGURE_DPI)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Runs the demo; returns 0 on success, 2 on a usage error."""
-    parser = _parser()
+def _checked_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
+    """The options, checked; with no --checkpoint, the workflow's checkpoint if it exists."""
     args = parser.parse_args(argv)
     if args.image is not None and not args.image.is_file():
         parser.error(f"--image: no image file at {args.image}")
@@ -140,25 +140,31 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.image = positives[0] if positives else None
     if args.size is not None and args.size < 32:
         parser.error(f"--size must be at least 32 (ResNet50 downsamples by 32), got {args.size}")
-    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    output = args.output
-    output.mkdir(parents=True, exist_ok=True)
-    start = time.perf_counter()
+    return args
 
-    # -- the image --------------------------------------------------------------------
+
+def _image(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Image.Image:
+    """The image to explain: --image, else a synthetic chest X-ray (written beside the figures)."""
     if args.image is None:
         original = synthetic_image()
-        image_path = output / "synthetic_xray.png"
+        image_path = args.output / "synthetic_xray.png"
         original.save(image_path)
         print(f"No --image: generated a synthetic chest X-ray, wrote {image_path}")
-    else:
-        try:
-            original = load_image(args.image)
-        except ValueError as err:
-            parser.error(f"--image: {err}")
-        print(f"Image: {args.image} ({original.width}x{original.height})")
+        return original
+    try:
+        original = load_image(args.image)
+    except ValueError as err:
+        parser.error(f"--image: {err}")
+    print(f"Image: {args.image} ({original.width}x{original.height})")
+    return original
 
-    # -- the model --------------------------------------------------------------------
+
+def _model(args: argparse.Namespace) -> tuple[ResNet50FineTuned, int, Sequence[float], Sequence[float]]:
+    """The model (random weights, or the checkpoint's), its input size, mean and std.
+
+    Raises:
+        ValueError: the checkpoint does not fit ``ResNet50FineTuned``.
+    """
     size, mean, std = args.size, IMAGENET_MEAN, IMAGENET_STD
     if args.checkpoint is None:
         torch.manual_seed(0)  # the same random model, hence the same figures, every run
@@ -168,11 +174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "and heatmaps are not meaningful. Pass --checkpoint <file> to explain a trained model."
         )
     else:
-        try:
-            model = ResNet50FineTuned.from_checkpoint(args.checkpoint, enable_gradcam=False)
-        except ValueError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
+        model = ResNet50FineTuned.from_checkpoint(args.checkpoint, enable_gradcam=False)
         warn_if_size_differs(args.size, model.input_size, flag="--image-size")
         size = size or model.input_size  # the checkpoint's (checkpoint_metadata), else 224
         mean, std = model.mean, model.std
@@ -180,16 +182,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         choice = model.gradcam_choice
         print(f"Grad-CAM: {choice['layer']} with {method_title(choice['method'])} ({choice['source']})")
     size = size[0] if isinstance(size, (list, tuple)) else size  # checkpoints store [H, W]
-    size = int(size or 224)
-    model = model.to(device).eval()
+    return model, int(size or 224), mean, std
+
+
+def _class_names(model: ResNet50FineTuned) -> list[str]:
     num_classes = model.fc.out_features
-    names = model.class_names or (
+    return model.class_names or (
         list(DEFAULT_CLASS_NAMES) if num_classes <= 2 else [f"class {k}" for k in range(num_classes)]
     )
-    x = build_transform(size, mean=mean, std=std)(original).unsqueeze(0).to(device)
-    print(f"Model input: {tuple(x.shape)} on {device}")
 
-    # -- 1. prediction without Grad-CAM -------------------------------------------------
+
+def _predict(model: ResNet50FineTuned, x: torch.Tensor, names: list[str]) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Step 1: a plain prediction; returns the logits, the probabilities and the predicted class."""
     print("\n[1] Prediction without Grad-CAM")
     with torch.no_grad():
         logits = model(x)
@@ -197,19 +201,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     predicted = int(predicted_class(logits)[0])
     print(f"    gradcam_enabled={model.gradcam_enabled}, logits={logits[0].tolist()}")
     print(f"    predicted: {names[predicted]} (p={float(probabilities[predicted]):.3f})")
+    return logits, probabilities, predicted
 
-    # -- 2. predictions with heatmaps -------------------------------------------------
+
+def _heatmaps(model, x, logits, predicted: int, chosen: int, names: list[str]) -> torch.Tensor:
+    """Step 2: the heatmap of the prediction and of another class, from the same forward pass.
+
+    Raises:
+        ValueError: ``chosen`` is not a class of the model.
+    """
     print("\n[2] Predictions with Grad-CAM heatmaps")
     model.enable_gradcam_mode()
-    chosen = args.class_idx if args.class_idx is not None else (predicted + 1) % max(num_classes, 2)
-    try:
-        with torch.no_grad():
-            logits_cam, heatmap = model(x, return_gradcam=True)
-            # A single logit: class 0 explains -logit, class 1 +logit (gradcam_kit.core.scores).
-            _, chosen_heatmap = model(x, return_gradcam=True, gradcam_class_idx=chosen)
-    except ValueError as err:
-        print(f"error: --class-idx: {err}", file=sys.stderr)
-        return 2
+    with torch.no_grad():
+        logits_cam, heatmap = model(x, return_gradcam=True)
+        # A single logit: class 0 explains -logit, class 1 +logit (gradcam_kit.core.scores).
+        _, chosen_heatmap = model(x, return_gradcam=True, gradcam_class_idx=chosen)
     peak = divmod(int(heatmap[0].argmax()), heatmap.shape[-1])
     print(f"    logits identical to [1]: {torch.equal(logits_cam, logits)}")
     print(
@@ -219,16 +225,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"    chosen class {chosen} ({names[chosen]}): heatmap {tuple(chosen_heatmap.shape)}")
     if not bool(chosen_heatmap.any()):
         print("    (all zeros: nothing at the target layer raises this class's score)")
+    return heatmap
 
-    # -- 3. overlays saved as PNG -------------------------------------------------------
+
+def _overlays(model, x, original, args, names, probabilities, predicted: int, chosen: int) -> None:
+    """Step 3: the coloured heatmap, the overlay and the figure, as PNG files."""
     print("\n[3] Grad-CAM overlays")
     map_name = f"{method_title(model.gradcam_choice['method'])} {model.gradcam_target_layer}"
     colored, overlaid = model.get_gradcam_overlay(x, original, alpha=0.5, colormap=cv2.COLORMAP_JET)
     chosen_colored, chosen_overlaid = model.get_gradcam_overlay(x, original, class_idx=chosen)
     written = {
-        "heatmap": output / "gradcam_heatmap.png",
-        "overlay": output / "gradcam_overlay.png",
-        "figure": output / "gradcam_figure.png",
+        "heatmap": args.output / "gradcam_heatmap.png",
+        "overlay": args.output / "gradcam_overlay.png",
+        "figure": args.output / "gradcam_figure.png",
     }
     Image.fromarray(colored).save(written["heatmap"])
     Image.fromarray(overlaid).save(written["overlay"])
@@ -247,7 +256,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for kind, path in written.items():
         print(f"    wrote {kind}: {path}")
 
-    # -- 4. enable / disable at run time ------------------------------------------------
+
+def _switch_off_and_on(model, x, original, logits, heatmap) -> None:
+    """Step 4: disabling removes the hooks and keeps predictions; enabling brings the same maps."""
     print("\n[4] Switching Grad-CAM off and on")
     model.disable_gradcam_mode()
     hooks = sum(len(m._forward_hooks) for m in model.modules())
@@ -267,7 +278,35 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"    re-enabled: gradcam_enabled={model.gradcam_enabled}, same heatmap: {torch.equal(again, heatmap)}")
     model.disable_gradcam_mode()
 
-    print(f"\nDone in {time.perf_counter() - start:.1f} s; figures in {output}")
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the demo; returns 0 on success, 2 on a usage error."""
+    parser = _parser()
+    args = _checked_args(parser, argv)
+    device = resolve_device(args.device or "auto")
+    args.output.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    original = _image(parser, args)
+    try:
+        model, size, mean, std = _model(args)
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    model = model.to(device).eval()
+    names = _class_names(model)
+    x = build_transform(size, mean=mean, std=std)(original).unsqueeze(0).to(device)
+    print(f"Model input: {tuple(x.shape)} on {device}")
+    logits, probabilities, predicted = _predict(model, x, names)
+    num_classes = model.fc.out_features
+    chosen = args.class_idx if args.class_idx is not None else (predicted + 1) % max(num_classes, 2)
+    try:
+        heatmap = _heatmaps(model, x, logits, predicted, chosen, names)
+    except ValueError as err:
+        print(f"error: --class-idx: {err}", file=sys.stderr)
+        return 2
+    _overlays(model, x, original, args, names, probabilities, predicted, chosen)
+    _switch_off_and_on(model, x, original, logits, heatmap)
+    print(f"\nDone in {time.perf_counter() - start:.1f} s; figures in {args.output}")
     return 0
 
 
