@@ -80,9 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         command.set_defaults(_module=module_name)
         if argv and argv[0] == name:
             importlib.import_module(module_name).add_arguments(command)
+            # train reads its own --config: it merges the file with a --resume checkpoint's
+            own_config = any("--config" in action.option_strings for action in command._actions)
             add_config_argument(command)
             path = config_path(argv[1:])
-            if path is not None and not _reads_own_config(module_name):
+            if path is not None and not own_config:
                 apply_config(command, path)
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
@@ -90,11 +92,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(module.run(args) or 0)
     finally:
         record_pending()  # what a command wrote is recorded even when it fails midway
-
-
-def _reads_own_config(module_name: str) -> bool:
-    # train merges --config with the configuration stored in a --resume checkpoint itself
-    return hasattr(importlib.import_module(module_name), "load_config")
 
 
 def _one_line(err: BaseException) -> str:
