@@ -18,6 +18,9 @@ confusion matrix of every epoch to ``<out>/history.csv`` and ``<out>/history.jso
 writes ``<out>/best.pt`` (the best epoch, by ``--monitor``) and ``<out>/last.pt`` (also
 the optimizer, scheduler, RNG and early-stopping state, for ``--resume``). Both load with
 ``ResNet50FineTuned(weights=path, num_classes=...)`` or ``ResNet50FineTuned.from_checkpoint``.
+``--tensorboard DIR`` logs every epoch to TensorBoard (metrics, the pointing game per layer,
+Grad-CAM overlays of fixed validation images; ``--watch-pointing`` puts the pointing game
+into the history without it; see :mod:`gradcam_kit.training.monitor`).
 
 Every option can come from a YAML file (``--config run.yaml``) whose keys are the flag
 names (``image-size`` or ``image_size``); flags given on the command line win.

@@ -2,7 +2,8 @@
 
 Every epoch: ``best.pt`` when the monitored metric improved, ``last.pt`` (the model plus the
 optimizer, scheduler, AMP scaler, early-stopping state, history and RNG state), and the
-history as ``history.json`` and ``history.csv``. :func:`restore_training` puts a
+history as ``history.json`` and ``history.csv`` (with the pointing game per layer when the
+run watches it, see :mod:`.monitor`). :func:`restore_training` puts a
 ``last.pt`` back into the optimizer, schedule and RNG of a new process.
 """
 
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from ..metrics.classification import json_safe
+from .monitor import history_columns
 
 __all__ = ["ResumeState", "restore_training", "save_epoch"]
 
@@ -31,11 +33,13 @@ _CSV_FIELDS = [
 def _write_history(out: Path, history: list[dict]) -> None:
     with open(out / "history.json", "w") as handle:
         json.dump(json_safe(history), handle, indent=2)
+    pointing = [history_columns(row) for row in history]
+    extra = list(dict.fromkeys(name for columns in pointing for name in columns))
     with open(out / "history.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=_CSV_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(handle, fieldnames=_CSV_FIELDS + extra, extrasaction="ignore")
         writer.writeheader()
-        for row in history:
-            flat = dict(row)
+        for row, columns in zip(history, pointing):
+            flat = dict(row, **columns)
             for split in ("train", "val"):
                 for key in ("accuracy", "auroc", "sensitivity", "specificity"):
                     flat[f"{split}_{key}"] = row[split][key]

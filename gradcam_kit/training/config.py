@@ -30,7 +30,7 @@ _OPTIONS: dict[str, tuple[object, object, str]] = {
     "warmup_epochs": (0.0, float, "linear warm-up length in epochs (cosine schedule)"),
     "plateau_patience": (2, int, "epochs without improvement before the plateau schedule lowers the lr"),
     "patience": (5, int, "early stopping: epochs without improvement of --monitor (0 = off)"),
-    "monitor": ("auroc", ("auroc", "accuracy", "loss"), "validation metric that picks best.pt and drives early stopping"),
+    "monitor": ("auroc", ("auroc", "accuracy", "loss", "val_pointing"), "validation metric that picks best.pt and drives early stopping (val_pointing: the best layer's pointing game on the validation positives with masks)"),
     "weights": ("DEFAULT", str, "backbone start: DEFAULT (ImageNet, needs the cached file), none (random init) or a checkpoint path"),
     "freeze_features": (None, bool, "train only the head (default: on with pretrained weights, off with --weights none)"),
     "unfreeze_after": (None, int, "with --freeze-features: unfreeze the backbone after this many epochs"),
@@ -49,6 +49,8 @@ _OPTIONS: dict[str, tuple[object, object, str]] = {
     "mean": (None, str, "comma-separated normalisation mean (default: the ImageNet weights')"),
     "std": (None, str, "comma-separated normalisation std (default: the ImageNet weights')"),
     "progress": (True, bool, "tqdm progress bars"),
+    "tensorboard": (None, str, "TensorBoard log folder: losses, metrics, Grad-CAM overlays of fixed validation images and the pointing game per layer, every epoch (pip install gradcam-kit[tensorboard])"),
+    "watch_pointing": (None, bool, "score the pointing game per layer (Grad-CAM, with its ceiling) on the validation positives with masks every epoch, into history.csv/json (default: on with --tensorboard or --monitor val_pointing)"),
 }
 DEFAULTS: dict[str, object] = {name: spec[0] for name, spec in _OPTIONS.items()}
 #: The option table: name -> (default, type or choices, help).

@@ -31,6 +31,7 @@ __all__ = [
     "all_gather_variable",
     "barrier",
     "broadcast_buffers",
+    "broadcast_object",
     "cleanup",
     "gather_predictions",
     "init_distributed",
@@ -99,6 +100,16 @@ def barrier(context: DistributedContext) -> None:
     """Waits for every rank (no-op without a process group)."""
     if context.enabled:
         dist.barrier()
+
+
+def broadcast_object(context: DistributedContext, value: object) -> object:
+    """Rank 0's ``value`` (a small picklable object) on every rank; ``value`` itself without a
+    process group."""
+    if not context.enabled:
+        return value
+    box = [value]
+    dist.broadcast_object_list(box, src=0, device=context.device if context.device.type == "cuda" else None)
+    return box[0]
 
 
 def broadcast_buffers(context: DistributedContext, model: torch.nn.Module) -> None:

@@ -27,7 +27,7 @@ from ..models.builder import resolve_weights
 from .checkpointing import ResumeState, restore_training, save_epoch
 from .config import DEFAULTS, load_config, resolve_config
 from .data import BalancedBatchSampler, TrainingData, load_data
-from .distributed import DistributedContext, barrier
+from .distributed import DistributedContext, barrier, broadcast_object
 from .loop import (
     SEEN_ENV,
     EarlyStopping,
@@ -42,6 +42,7 @@ from .loop import (
     step_plateau,
     train_one_epoch,
 )
+from .monitor import TrainingMonitor, build_monitor, require_summary_writer
 
 
 class ClearableOutputs(Protocol):
@@ -147,8 +148,11 @@ def _wrap(model: nn.Module, frozen: bool, context: DistributedContext) -> nn.Mod
     return DistributedDataParallel(model, device_ids=[device] if device.type == "cuda" else None)
 
 
-def _epoch_row(epoch: int, parts: _Parts, frozen: bool, train: dict, val: dict, started: float, improved: bool) -> dict:
-    return {
+def _epoch_row(
+    epoch: int, parts: _Parts, frozen: bool, train: dict, val: dict, started: float, improved: bool,
+    pointing: dict | None = None,
+) -> dict:
+    row = {
         "epoch": epoch + 1,
         "lr": parts.optimizer.param_groups[0]["lr"],
         "frozen": frozen,
@@ -159,6 +163,15 @@ def _epoch_row(epoch: int, parts: _Parts, frozen: bool, train: dict, val: dict, 
         "seconds": round(time.perf_counter() - started, 2),
         "best": improved,
     }
+    if pointing is not None:
+        row["val_pointing"] = pointing
+    return row
+
+
+def _pointing_text(figures: dict | None) -> str:
+    if not figures or figures.get("best") is None:
+        return ""
+    return f"  pointing {figures['best']:.2f} at {figures['best_layer']} ({figures['seconds']:.1f}s)"
 
 
 def _seen_path(epoch: int, rank: int) -> Path | None:
@@ -187,6 +200,8 @@ def train(
     main = context.is_main
     device = context.device
     log: Callable[..., None] = print if main else (lambda *a, **k: None)
+    if cfg.tensorboard and main:
+        require_summary_writer()  # a missing package fails before anything is cleared or trained
     data = load_data(cfg, context)
     num_classes = _num_classes(cfg, data.class_names)
     weights, freeze = _freeze_choice(cfg)
@@ -211,10 +226,31 @@ def train(
             f"{'frozen backbone' if freeze else 'full network'}"
         )
     stopping = EarlyStopping(cfg.monitor, cfg.patience, state.best, state.bad_epochs)
-    _run_epochs(cfg, context, data, parts, stopping, state, freeze, _metadata(cfg, data, num_classes), log)
+    monitor = build_monitor(cfg, data, parts.model.gradcam_target_layer, device, main=main)
+    try:
+        _run_epochs(cfg, context, data, parts, stopping, state, freeze, _metadata(cfg, data, num_classes), log, monitor)
+    finally:
+        if monitor is not None:
+            monitor.close()
     if main:
-        log(f"best checkpoint: {out / 'best.pt'}  (val {cfg.monitor} {stopping.best_value:.4f}); log: {out / 'history.csv'}")
+        log(f"best checkpoint: {out / 'best.pt'}  (val {_name(cfg.monitor)} {stopping.best_value:.4f}); log: {out / 'history.csv'}")
     return 0
+
+
+def _name(monitor: str) -> str:
+    return monitor.removeprefix("val_")
+
+
+def _watch(
+    cfg: argparse.Namespace, context: DistributedContext, monitor: TrainingMonitor | None, epoch: int,
+    model: nn.Module, metrics: dict,
+) -> tuple[dict | None, dict]:
+    """``(pointing figures or None, the validation metrics --monitor reads)`` of one epoch."""
+    figures = monitor.on_epoch_end(epoch, model, metrics) if monitor is not None else None
+    if cfg.monitor != "val_pointing":
+        return figures, metrics["val"]
+    figures = broadcast_object(context, figures)  # every rank steps the schedule and stops alike
+    return figures, dict(metrics["val"], val_pointing=(figures or {}).get("best"))
 
 
 def _read(path: str) -> dict:
@@ -226,6 +262,7 @@ def _read(path: str) -> dict:
 def _run_epochs(
     cfg: argparse.Namespace, context: DistributedContext, data: TrainingData, parts: _Parts,
     stopping: EarlyStopping, state: ResumeState, freeze: bool, metadata: dict, log: Callable[..., None],
+    monitor: TrainingMonitor | None = None,
 ) -> None:
     """Epochs ``state.start_epoch`` to ``cfg.epochs`` (fewer with ``--stop-after`` or early stopping)."""
     out, device, model, history = Path(cfg.out), context.device, parts.model, state.history
@@ -249,12 +286,14 @@ def _run_epochs(
             desc=f"epoch {epoch + 1}/{cfg.epochs}", seen_path=_seen_path(epoch, context.rank),
         )
         val_metrics = evaluate(model, data.val_loader, parts.criterion, device=device, context=context, amp=parts.amp)
-        step_plateau(parts.scheduler, parts.per_step, val_metrics, cfg.monitor)
-        improved = stopping.update(val_metrics, first=epoch == state.start_epoch)
-        row = _epoch_row(epoch, parts, frozen, train_metrics, val_metrics, started, improved)
+        metrics = {"train": train_metrics, "val": val_metrics, "lr": parts.optimizer.param_groups[0]["lr"]}
+        figures, monitored = _watch(cfg, context, monitor, epoch, model, metrics)
+        step_plateau(parts.scheduler, parts.per_step, monitored, cfg.monitor)
+        improved = stopping.update(monitored, first=epoch == state.start_epoch)
+        row = _epoch_row(epoch, parts, frozen, train_metrics, val_metrics, started, improved, figures)
         history.append(row)
         if context.is_main:
-            epoch_metadata = dict(metadata, epoch=epoch, metrics=json_safe({"train": train_metrics, "val": val_metrics}))
+            epoch_metadata = dict(metadata, epoch=epoch, metrics=json_safe({k: v for k, v in row.items() if k in ("train", "val", "val_pointing")}))
             save_epoch(
                 out, model, epoch_metadata, improved=improved, optimizer=parts.optimizer,
                 scheduler=parts.scheduler, scaler=parts.scaler if parts.amp else None,
@@ -262,13 +301,13 @@ def _run_epochs(
             )
             log(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {train_metrics['loss']:.4f}/{val_metrics['loss']:.4f}  "
-                f"val {format_metrics(val_metrics)}  {row['seconds']:.1f}s{'  *best' if improved else ''}"
+                f"val {format_metrics(val_metrics)}{_pointing_text(figures)}  {row['seconds']:.1f}s{'  *best' if improved else ''}"
             )
         barrier(context)
         if cfg.stop_after is not None and epoch + 1 - state.start_epoch >= cfg.stop_after:
             log(f"stopping after {cfg.stop_after} epoch(s) as asked; continue with --resume {out / 'last.pt'}")
             break
         if stopping.should_stop:
-            log(f"early stopping: val {cfg.monitor} did not improve for {cfg.patience} epochs")
+            log(f"early stopping: val {_name(cfg.monitor)} did not improve for {cfg.patience} epochs")
             break
 

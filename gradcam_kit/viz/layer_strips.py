@@ -17,7 +17,7 @@ from torch import Tensor
 from ..core.ops import min_max_normalize, upsample
 from ..metrics.localization import peak_points
 
-__all__ = ["write_overlays"]
+__all__ = ["draw_mask_outlines", "write_overlays"]
 
 
 def write_overlays(
@@ -45,14 +45,12 @@ def write_overlays(
     for images, masks, maps, titles in kept:
         base = denormalize(images, mean=mean, std=std)
         size = tuple(images.shape[-2:])
-        floats = masks.float()[:, None]
-        outline = (F.max_pool2d(floats, 3, 1, 1) - floats)[:, 0].bool()
         panels = [base]
         for raw in maps.values():
             heatmap = min_max_normalize(upsample(raw.float(), size, alignment=alignment))
             _, overlaid = overlay(base, heatmap)
             overlaid = overlaid.clone()
-            overlaid[outline] = torch.tensor([0, 255, 0], dtype=torch.uint8, device=overlaid.device)
+            draw_mask_outlines(overlaid, masks)
             _draw_crosses(overlaid, peak_points(raw, size, alignment))
             panels.append(overlaid)
         strips = torch.cat(panels, dim=2)
@@ -65,6 +63,19 @@ def write_overlays(
             written.append(path)
             index += 1
     return written
+
+
+def draw_mask_outlines(pictures: Tensor, masks: Tensor, color: Sequence[int] = (0, 255, 0)) -> None:
+    """Draws the one-pixel outline of each mask, in place, on uint8 ``(B, H, W, 3)`` pictures.
+
+    Args:
+        pictures: uint8 ``(B, H, W, 3)`` RGB images, changed in place.
+        masks: bool ``(B, H, W)`` masks at the pictures' size (an empty mask draws nothing).
+        color: the outline's RGB colour (green by default).
+    """
+    floats = masks.to(pictures.device).float()[:, None]
+    outline = (F.max_pool2d(floats, 3, 1, 1) - floats)[:, 0].bool()
+    pictures[outline] = torch.tensor(list(color), dtype=torch.uint8, device=pictures.device)
 
 
 def _draw_crosses(pictures: Tensor, points: Tensor, arm: int = 2) -> None:

@@ -166,3 +166,5 @@ def test_overlay_strips_mark_the_scored_peak_with_a_small_cross(tmp_path):
     white = (strip == 255).all(axis=2)
     assert white.sum() == 2 * 5 - 1 - 2  # a cross of arm 2, clipped at the left border
     assert white[32, 0] and white[30, 0] and white[32, 2] and not white[20, 0]
+    green = (strip == [0, 255, 0]).all(axis=2)  # the mask's outline: a 6x6 ring round the 4x4 mask
+    assert green.sum() == 6 * 6 - 4 * 4 and green[29, 29] and green[34, 34] and not green[31, 31]
