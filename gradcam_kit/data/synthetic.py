@@ -12,7 +12,7 @@ Everything is deterministic by ``(seed, index)``: sample ``i`` is the same whate
 or dataset it is drawn in, and the scene does not depend on the resolution (only the
 pixel noise does). The lesion changes global statistics far less than the random
 brightness and contrast do, so a classifier on the image mean and std stays at chance
-(tested in ``tests/test_synthetic.py``).
+(tested in ``tests/data/test_synthetic.py``).
 
 Layout written by :func:`write_image_folder` (and ``python -m gradcam_kit synth``,
 :mod:`gradcam_kit.cli.synth`)::
