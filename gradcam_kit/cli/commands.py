@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
 import os
 import sys
 import traceback
@@ -59,6 +60,22 @@ EXIT_STATUSES: dict[int, str] = {
 USER_ERRORS = (ValueError, TypeError, OSError, RuntimeError)
 
 
+class _PrintHandler(logging.Handler):
+    """Prints the library's INFO messages as plain lines on the current ``sys.stdout``."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        print(self.format(record), file=sys.stdout if record.levelno < logging.WARNING else sys.stderr, flush=True)
+
+
+def _show_library_messages() -> None:
+    # The library logs (gradcam_kit.*); a command shows those lines as its own output.
+    package = logging.getLogger("gradcam_kit")
+    if not any(isinstance(h, _PrintHandler) for h in package.handlers):
+        package.addHandler(_PrintHandler())
+        package.setLevel(logging.INFO)
+        package.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Parses ``argv`` and runs the command; its exceptions propagate (the Python API).
 
@@ -88,6 +105,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 apply_config(command, path)
     args = parser.parse_args(argv)
     module = importlib.import_module(args._module)
+    _show_library_messages()
     try:
         return int(module.run(args) or 0)
     finally:

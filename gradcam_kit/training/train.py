@@ -11,6 +11,7 @@ and :func:`~.checkpointing.save_epoch`.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import time
 from collections.abc import Callable
@@ -49,6 +50,8 @@ class ClearableOutputs(Protocol):
     """What :func:`train` needs of an output folder (the commands pass an ``OutputFolder``)."""
 
     def clear(self) -> None: ...
+
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULTS", "SEEN_ENV", "BalancedBatchSampler", "build_model", "load_config", "predict",
@@ -199,7 +202,8 @@ def train(
     """
     main = context.is_main
     device = context.device
-    log: Callable[..., None] = print if main else (lambda *a, **k: None)
+    # Progress lines go to the package's logger; the command line prints them (cli.commands).
+    log: Callable[..., None] = logger.info if main else (lambda *a, **k: None)
     if cfg.tensorboard and main:
         require_summary_writer()  # a missing package fails before anything is cleared or trained
     data = load_data(cfg, context)
