@@ -95,13 +95,20 @@ def _soft_ellipse(x: Tensor, y: Tensor, cx: Tensor, cy: Tensor, rx: Tensor, ry: 
     return torch.sigmoid((1.0 - radius) / edge)
 
 
+def random_stream(index: int, seed: int, stream: int) -> random.Random:
+    """Random stream ``stream`` of image ``index``: 0 draws the scene, 1 the lesion, 2 and up
+    the other findings of :mod:`gradcam_kit.data.synthetic_findings`. Each stream is
+    independent, so adding or removing a finding leaves the rest of the image as it was."""
+    base = (seed * _SEED_STRIDE + index) % (2**62)
+    return random.Random(base + stream * 2**62)
+
+
 def _draw_parameters(index: int, seed: int, positive: bool) -> dict[str, float]:
     """The scalar parameters of one image, from Python's RNG (no per-scalar torch op)."""
-    base = (seed * _SEED_STRIDE + index) % (2**62)
-    scene = random.Random(base)
+    scene = random_stream(index, seed, 0)
     # The lesion draws from its own stream: with positive=False the same scene comes out,
     # only without the lesion.
-    lesion = random.Random(base + 2**62)
+    lesion = random_stream(index, seed, 1)
     u = scene.uniform
     p = {
         "angle": math.radians(u(-6.0, 6.0)), "scale": u(0.93, 1.07),
@@ -275,7 +282,30 @@ def generate(
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     labels = [is_positive(start + i, positive_fraction) for i in range(count)]
-    images, masks = [torch.zeros(0, size, size, dtype=torch.uint8)], [torch.zeros(0, size, size, dtype=torch.bool)]
+    images, masks = render_batches(
+        count, size, batch_size, lambda i: _draw_parameters(start + i, seed, labels[i]), (_draw_opacity,)
+    )
+    return images, masks[:, 0], torch.tensor(labels, dtype=torch.long)
+
+
+def render_batches(
+    count: int, size: int, batch_size: int, parameters: Callable[[int], dict[str, float]],
+    drawers: Sequence[FindingDrawer],
+) -> tuple[Tensor, Tensor]:
+    """Renders images ``0 .. count - 1``, ``batch_size`` at a time, on one thread.
+
+    Args:
+        count: number of images.
+        size: image side in pixels.
+        batch_size: images rendered together.
+        parameters: ``i -> `` the parameters of image ``i`` (see ``_draw_parameters``).
+        drawers: the findings to draw, in order (see :func:`_draw_opacity`).
+
+    Returns:
+        uint8 ``(N, H, W)`` images and bool ``(N, len(drawers), H, W)`` masks.
+    """
+    images = [torch.zeros(0, size, size, dtype=torch.uint8)]
+    masks = [torch.zeros(0, len(drawers), size, size, dtype=torch.bool)]
     # Small element-wise ops gain nothing from intra-op threads, and on a busy machine
     # OpenMP's spinning threads make them ~20x slower: render on one thread.
     threads = torch.get_num_threads()
@@ -283,12 +313,12 @@ def generate(
     try:
         for first in range(0, count, batch_size):
             chunk = range(first, min(first + batch_size, count))
-            rendered = _render([_draw_parameters(start + i, seed, labels[i]) for i in chunk], size)
-            images.append(rendered[0])
-            masks.append(rendered[1][0])
+            rendered, chunk_masks = _render([parameters(i) for i in chunk], size, drawers)
+            images.append(rendered)
+            masks.append(torch.stack(chunk_masks, dim=1))
     finally:
         torch.set_num_threads(threads)
-    return torch.cat(images), torch.cat(masks), torch.tensor(labels, dtype=torch.long)
+    return torch.cat(images), torch.cat(masks)
 
 
 class SyntheticXRayDataset(Dataset):
