@@ -36,6 +36,7 @@ from .loop import (
     build_criterion,
     build_optimizer,
     build_scheduler,
+    checkpoint_thresholds,
     evaluate,
     predict,
     set_train_mode,
@@ -130,6 +131,7 @@ def _metadata(cfg: argparse.Namespace, data: TrainingData, num_classes: int) -> 
         "target_layer": cfg.target_layer,
         "monitor": cfg.monitor,
         "train_config": json_safe({k: v for k, v in vars(cfg).items()}),
+        **data.checkpoint_metadata(),  # multi-label: task, findings, label_policy
     }
 
 
@@ -201,7 +203,7 @@ def train(
         if outputs is not None:
             outputs.clear()
         out.mkdir(parents=True, exist_ok=True)
-        counts = ", ".join(f"{n} {name}" for name, n in zip(data.class_names, data.train_set.class_counts().tolist()))
+        counts = data.count_text()
         log(
             f"train: {len(data.train_set)} images ({counts}) from {data.origin}; val: {len(data.val_set)}; "
             f"{context.world_size} process(es) on {device}; weights={weights}; "
@@ -251,7 +253,10 @@ def _run_epochs(
         row = _epoch_row(epoch, parts, frozen, train_metrics, val_metrics, started, improved)
         history.append(row)
         if context.is_main:
-            epoch_metadata = dict(metadata, epoch=epoch, metrics=json_safe({"train": train_metrics, "val": val_metrics}))
+            epoch_metadata = dict(
+                metadata, epoch=epoch, metrics=json_safe({"train": train_metrics, "val": val_metrics}),
+                **checkpoint_thresholds(val_metrics),  # multi-label: per finding, chosen on val
+            )
             save_epoch(
                 out, model, epoch_metadata, improved=improved, optimizer=parts.optimizer,
                 scheduler=parts.scheduler, scaler=parts.scaler if parts.amp else None,
