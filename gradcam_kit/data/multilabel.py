@@ -34,6 +34,7 @@ import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from PIL import Image
@@ -42,6 +43,9 @@ from torch.utils.data import Dataset
 
 from .dicom import check_window
 from .preprocess import open_image
+
+if TYPE_CHECKING:
+    from .inputs import Inputs
 
 __all__ = [
     "MASK_COLUMN_SUFFIX",
@@ -53,7 +57,9 @@ __all__ = [
     "MultiLabelTable",
     "encode_labels",
     "finding_columns",
+    "fold_labels",
     "is_multilabel_csv",
+    "multilabel_inputs",
     "parse_policy",
     "read_multilabel_csv",
 ]
@@ -95,6 +101,16 @@ class LabelPolicy:
     def describe(self, findings: Sequence[str]) -> dict[str, dict[str, str]]:
         """``{finding: {"uncertain": policy, "blank": policy}}``, for checkpoints and logs."""
         return {f: {"uncertain": u, "blank": b} for f, u, b in zip(findings, self.uncertain, self.blank)}
+
+    @classmethod
+    def from_description(cls, description: Mapping | None, findings: Sequence[str]) -> LabelPolicy:
+        """The policy :meth:`describe` wrote (a checkpoint's ``label_policy``); the defaults
+        (uncertain ``ignore``, blank ``negative``) for findings it does not name."""
+        description = description or {}
+        return cls(
+            tuple(str((description.get(f) or {}).get("uncertain", "ignore")) for f in findings),
+            tuple(str((description.get(f) or {}).get("blank", "negative")) for f in findings),
+        )
 
 
 def parse_policy(text: str | Mapping[str, str] | None, findings: Sequence[str], *, default: str, what: str) -> tuple[str, ...]:
@@ -235,6 +251,41 @@ def read_multilabel_csv(
     return MultiLabelTable(samples, names)
 
 
+def multilabel_inputs(
+    csv_path: str | os.PathLike, *, images: str | os.PathLike | None = None
+) -> tuple[Inputs, dict[int, dict[str, int | None]]]:
+    """What ``explain`` reads from a multi-label CSV: the images, and each one's labels.
+
+    Args:
+        csv_path: the CSV (see :func:`read_multilabel_csv`).
+        images: the folder relative image paths start from; ``None``: the CSV's folder.
+
+    Returns:
+        ``(inputs, truth)``: the :class:`~gradcam_kit.data.inputs.Inputs` (files that do
+        not exist are skipped, with the reason) and ``{item index: {finding: 1, 0, -1 or None}}``.
+
+    Raises:
+        ValueError: see :func:`read_multilabel_csv`, or no listed image exists.
+    """
+    from .inputs import InputItem, Inputs
+
+    csv_path = Path(csv_path)
+    table = read_multilabel_csv(csv_path, images=images, check_files=False)
+    items: list[InputItem] = []
+    skipped: list[tuple[str, str]] = []
+    truth: dict[int, dict[str, int | None]] = {}
+    for sample in table.samples:
+        if not sample.path.is_file():
+            skipped.append((str(sample.path), f"listed in {csv_path.name} but no such file"))
+            continue
+        truth[len(items)] = dict(zip(table.findings, sample.values))
+        items.append(InputItem(len(items), sample.path))
+    if not items:
+        raise ValueError(f"none of the {len(skipped)} images {csv_path} lists exists; check the paths (and --images)")
+    root = Path(images) if images is not None else csv_path.parent
+    return Inputs(items, skipped, [], layout="csv", root=root), truth
+
+
 def encode_labels(values: Sequence[int | None], policy: LabelPolicy) -> tuple[Tensor, Tensor]:
     """``(target, mask)`` float vectors of one image's raw labels under ``policy``."""
     target, mask = [], []
@@ -247,6 +298,12 @@ def encode_labels(values: Sequence[int | None], policy: LabelPolicy) -> tuple[Te
             target.append(1.0 if rule == "positive" else 0.0)
             mask.append(0.0 if rule == "ignore" else 1.0)
     return torch.tensor(target), torch.tensor(mask)
+
+
+def fold_labels(target: Tensor, mask: Tensor) -> Tensor:
+    """``(N, F)`` int64 labels from a batch's ``target`` and ``mask``: 1, 0, and -1 where the
+    label does not count (the form the loss and the metrics take)."""
+    return torch.where(mask > 0, target, torch.full_like(target, -1)).long()
 
 
 class MultiLabelDataset(Dataset):

@@ -20,6 +20,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..data.multilabel import fold_labels
 from ..metrics.classification import task_metrics
 from ..models.modules import freeze_backbone, unwrap_model
 from .distributed import DistributedContext, broadcast_buffers, gather_predictions
@@ -174,10 +175,7 @@ def build_scheduler(cfg: argparse.Namespace, optimizer: torch.optim.Optimizer, s
 def batch_targets(labels: list[Tensor]) -> Tensor:
     """A batch's labels: the class indices, or from ``(target, mask)`` the ``(N, F)`` labels
     with ``-1`` where the mask is 0."""
-    if len(labels) == 1:
-        return labels[0]
-    target, mask = labels
-    return torch.where(mask > 0, target, torch.full_like(target, -1)).long()
+    return labels[0] if len(labels) == 1 else fold_labels(*labels)
 
 
 def _findings(loader: DataLoader) -> list[str] | None:
