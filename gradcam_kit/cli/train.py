@@ -19,6 +19,11 @@ writes ``<out>/best.pt`` (the best epoch, by ``--monitor``) and ``<out>/last.pt`
 the optimizer, scheduler, RNG and early-stopping state, for ``--resume``). Both load with
 ``ResNet50FineTuned(weights=path, num_classes=...)`` or ``ResNet50FineTuned.from_checkpoint``.
 
+A multi-label CSV (one row per image, one column per finding holding 1/0/-1/blank; detected,
+or ``--multilabel``) trains one sigmoid per finding with BCE masked by ``--uncertain`` and
+``--blank``, ``--pos-weight``, per-finding AUROC (``--monitor`` defaults to their mean) and
+per-finding thresholds chosen on validation (:mod:`gradcam_kit.training.data`).
+
 Every option can come from a YAML file (``--config run.yaml``) whose keys are the flag
 names (``image-size`` or ``image_size``); flags given on the command line win.
 """

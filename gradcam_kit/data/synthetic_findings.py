@@ -8,7 +8,7 @@ The scene is :mod:`gradcam_kit.data.synthetic`'s; the findings differ in shape a
   towards the side wall.
 
 Finding ``k`` (in :data:`FINDINGS` order) is present in image ``i`` when
-``is_positive(i >> k, positive_fraction)``: with the default fraction 0.5 every run of
+``is_positive(i >> k, positive_fraction)``: with the default fraction 0.5 every aligned run of
 eight consecutive images holds each of the eight combinations once (none, each alone,
 pairs, all three), so the findings are balanced and uncorrelated. Each finding draws
 from its own random stream, so an image keeps its scene and its other findings whatever
