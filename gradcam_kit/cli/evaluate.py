@@ -13,6 +13,12 @@ masks) and the **center baseline**.
 It then picks the layer and method that localise best on the validation split (``--select-on
 val``) and writes that recommendation into the checkpoint, so that ``explain``, ``figures``,
 ``compare``, the demo and ``ResNet50FineTuned.from_checkpoint`` draw with it by default.
+
+A **multi-label** checkpoint (``task: "multilabel"``, written by ``train`` on a multi-label
+CSV) is evaluated per finding: each finding's AUROC, sensitivity and specificity at the
+checkpoint's threshold, and its pointing game: the maps explain that finding's logit and
+are scored on the positives that have that finding's mask (the ``<finding>_mask`` column),
+beside the ceiling and the center baseline. The recommendation pools the findings' hits.
 """
 
 from __future__ import annotations
@@ -25,7 +31,15 @@ import torch
 
 from ..metrics.classification import json_safe
 from ..metrics.localization import POINTING_MODES
-from ..metrics.pointing import DEFAULT_LAYERS, evaluate_pointing, format_table, recommend
+from ..metrics.pointing import (
+    DEFAULT_LAYERS,
+    evaluate_findings,
+    evaluate_pointing,
+    format_findings_table,
+    format_table,
+    pool_findings,
+    recommend,
+)
 from ..viz.layer_strips import write_overlays
 
 __all__ = ["add_arguments", "run"]
@@ -36,7 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     from .options import add_dicom_window_argument
 
     parser.add_argument("--checkpoint", required=True, help="a checkpoint written by train (best.pt)")
-    parser.add_argument("--data", required=True, help="dataset root, split folder or path,label,mask CSV")
+    parser.add_argument("--data", required=True, help="dataset root, split folder, path,label,mask CSV, or multi-label CSV (or a root holding <split>.csv)")
+    parser.add_argument("--images", default=None, help="multi-label CSV: folder its image paths start from (default: the CSV's folder)")
     parser.add_argument("--split", default="test", help="split folder inside --data to report on, if present (default: %(default)s)")
     parser.add_argument(
         "--select-on", default="val", metavar="SPLIT",
@@ -136,6 +151,85 @@ def _evaluate_split(model, args, data: Path, split: str | None, metadata: dict, 
     )
 
 
+def _run_single(model, args, metadata: dict, size, mean, std, device) -> tuple[dict, dict | None, list | None]:
+    """A single-label checkpoint: ``(result, recommendation, kept overlays)``."""
+    data = Path(args.data)
+    split = _split_dir(data, args.split)
+    result = _evaluate_split(model, args, data, split, metadata, size, mean, std, device, args.overlays)
+    kept = result.pop("_overlays", None)
+    selection, selected_on = result, split or data.name
+    select_split = _split_dir(data, args.select_on)
+    if args.select_on.lower() == "none":
+        selection = None
+    elif select_split is not None and select_split != split:
+        selection = _evaluate_split(model, args, data, select_split, metadata, size, mean, std, device, 0)
+        selected_on = select_split
+    recommendation = recommend(selection, selected_on, report=result) if selection is not None else None
+    result.update(
+        checkpoint=str(Path(args.checkpoint)), data=str(data / split) if split else str(data),
+        input_size=list(size), recommended=recommendation,
+        selection=None if selection is None or selection is result else {
+            k: selection[k] for k in ("pointing_game", "ceiling", "center_baseline", "positives_with_masks")
+        },
+    )
+    return result, recommendation, kept
+
+
+def _multilabel_source(data: Path, split: str | None) -> Path | None:
+    if data.suffix.lower() == ".csv":
+        return data
+    if split and split.lower() != "none" and (data / f"{split}.csv").is_file():
+        return data / f"{split}.csv"
+    return None
+
+
+def _evaluate_findings(model, args, source: Path, metadata: dict, size, mean, std, device) -> dict:
+    from ..data.multilabel import LabelPolicy, MultiLabelDataset, read_multilabel_csv
+    from ..data.preprocess import build_transform
+
+    findings = [str(f) for f in metadata["findings"]]
+    table = read_multilabel_csv(source, findings=findings, images=args.images)
+    policy = LabelPolicy.from_description(metadata.get("label_policy"), findings)
+    dataset = MultiLabelDataset(
+        table.samples, findings, policy, build_transform(size, mean=mean, std=std), mask_size=size,
+        return_index=True, dicom_window=args.dicom_window,
+    )
+    loader = torch.utils.data.DataLoader(dataset, batch_size=args.batch_size, num_workers=args.workers)
+    return evaluate_findings(
+        model, loader, findings, layers=args.layers, methods=args.methods, tolerance_px=args.tolerance,
+        device=device, alignment=args.alignment, mode=args.pointing_mode, thresholds=metadata.get("thresholds"),
+        progress=args.progress, desc=f"evaluate {source.name}",
+    )
+
+
+def _run_findings(model, args, metadata: dict, size, mean, std, device) -> tuple[dict, dict | None, str]:
+    """A multi-label checkpoint: ``(result, recommendation, printed table)``.
+
+    Raises:
+        FileNotFoundError: ``--data`` is neither a CSV nor a folder holding ``<split>.csv``.
+    """
+    data = Path(args.data)
+    source = _multilabel_source(data, args.split)
+    if source is None:
+        raise FileNotFoundError(f"no {args.split}.csv in {data}: pass the multi-label CSV with --data, or --split")
+    if args.overlays:
+        print("--overlays: not drawn for a multi-label checkpoint; explain draws one overlay per finding")
+    result = _evaluate_findings(model, args, source, metadata, size, mean, std, device)
+    selection, selected_on = result, source.stem
+    select_source = _multilabel_source(data, args.select_on) if data.suffix.lower() != ".csv" else None
+    if args.select_on.lower() == "none":
+        selection = None
+    elif select_source is not None and select_source != source:
+        selection = _evaluate_findings(model, args, select_source, metadata, size, mean, std, device)
+        selected_on = select_source.stem
+    recommendation = recommend(
+        pool_findings(selection["findings"]), selected_on, report=pool_findings(result["findings"])
+    ) if selection is not None else None
+    result.update(task="multilabel", checkpoint=str(args.checkpoint), data=str(source), input_size=list(size),
+                  thresholds=metadata.get("thresholds"), recommended=recommendation)
+    return result, recommendation, format_findings_table(result, recommendation)
+
+
 def run(args: argparse.Namespace) -> int:
     """Evaluates, prints the table, writes the JSON and the recommendation; returns 0.
 
@@ -156,26 +250,13 @@ def run(args: argparse.Namespace) -> int:
     # The checkpoint's size, mean and std as the model read them (checkpoint_metadata).
     size = (args.image_size, args.image_size) if args.image_size else model.input_size or (224, 224)
     mean, std = tuple(model.mean), tuple(model.std)
-    data = Path(args.data)
-    split = _split_dir(data, args.split)
-    result = _evaluate_split(model, args, data, split, metadata, size, mean, std, device, args.overlays)
-    kept = result.pop("_overlays", None)
-    selection, selected_on = result, split or data.name
-    select_split = _split_dir(data, args.select_on)
-    if args.select_on.lower() == "none":
-        selection = None
-    elif select_split is not None and select_split != split:
-        selection = _evaluate_split(model, args, data, select_split, metadata, size, mean, std, device, 0)
-        selected_on = select_split
-    recommendation = recommend(selection, selected_on, report=result) if selection is not None else None
-    result.update(
-        checkpoint=str(checkpoint), data=str(data / split) if split else str(data),
-        input_size=list(size), recommended=recommendation,
-        selection=None if selection is None or selection is result else {
-            k: selection[k] for k in ("pointing_game", "ceiling", "center_baseline", "positives_with_masks")
-        },
-    )
-    print(format_table(result, recommendation))
+    if metadata.get("task") == "multilabel":
+        result, recommendation, table = _run_findings(model, args, metadata, size, mean, std, device)
+        kept = None
+    else:
+        result, recommendation, kept = _run_single(model, args, metadata, size, mean, std, device)
+        table = format_table(result, recommendation)
+    print(table)
     if recommendation is not None and metadata.get("format") == CHECKPOINT_FORMAT:
         update_checkpoint(checkpoint, recommended=json_safe(recommendation))
         print(f"written into {checkpoint}: explain, figures, compare and the demo now draw {recommendation['layer']} with {recommendation['method']}")

@@ -18,6 +18,13 @@ The input is one image, a folder (searched recursively), an ImageFolder split or
    batch. Host threads then draw the title text (PIL ``ImageDraw``) and encode the PNGs
    while the device works on the next batch.
 
+A **multi-label** checkpoint (``train`` on a multi-label CSV) is explained per finding: one
+heatmap, in its own overlay file, for each finding at or above its threshold (stored in
+the checkpoint), or for each finding named with ``--findings a,b``; ``predictions.csv``
+holds one probability column per finding, and the report filters by finding
+(:mod:`gradcam_kit.viz.findings`). A multi-label CSV as input (one column per finding)
+also gives each image's true findings.
+
 Under ``torchrun`` every rank explains its share of the inputs and writes its overlays;
 rank 0 gathers the rows and writes ``predictions.csv``, ``skipped.csv``, the contact sheet
 and ``report.html``.
@@ -37,6 +44,7 @@ from typing import TYPE_CHECKING
 # `gradcam-kit explain --help` does not import torch (about 2 s of a 2-core start-up);
 # gradcam_kit.viz.overlays imports them inside its functions too.
 from ..data.layouts import LAYOUTS
+from ..viz.findings import FindingsChoice, explain_findings, write_findings_results
 from ..viz.overlays import (
     STAGES,
     ModelInfo,
@@ -83,6 +91,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument("--num-classes", type=int, default=None, help="head size with --weights none and unlabelled input (default 2)")
     model.add_argument("--class-idx", default=None, help="explain this class (index or name) for every image; default: the predicted class")
+    model.add_argument(
+        "--findings", default=None, metavar="A,B",
+        help="multi-label checkpoint: explain these findings for every image (default: each finding at or above its threshold)",
+    )
     add_map_arguments(model)
     model.add_argument("--image-size", "--size", dest="size", type=int, default=None, help="model input size (default: the checkpoint's, else 224)")
     model.add_argument(
@@ -93,6 +105,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     data = parser.add_argument_group("input")
     data.add_argument("--layout", choices=LAYOUTS, default="auto", help="how to read INPUT (default: guess)")
+    data.add_argument("--images", type=Path, default=None, help="multi-label CSV input: folder its image paths start from (default: the CSV's folder)")
     data.add_argument("--random", type=int, default=None, metavar="N", help="explain N inputs drawn at random (see --seed)")
     data.add_argument("--index", type=int, nargs="+", default=None, metavar="I", help="explain only these inputs (positions in the sorted list)")
     data.add_argument("--seed", type=int, default=0, help="seed of --random")
@@ -124,6 +137,7 @@ def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
             "pass --checkpoint PATH (a checkpoint written by `train`), or --weights none to "
             "run with random weights"
         )
+    findings = thresholds = None  # a multi-label checkpoint's finding names and thresholds
     if args.checkpoint is not None:
         loaded = load_checkpoint(args.checkpoint)
         meta = checkpoint_metadata(loaded, source=str(args.checkpoint))
@@ -141,6 +155,8 @@ def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
         size = args.size or meta.input_size or 224
         mean, std = meta.mean or IMAGENET_MEAN, meta.std or IMAGENET_STD
         source = str(args.checkpoint)
+        if loaded.get("task") == "multilabel":
+            findings, thresholds = [str(f) for f in loaded["findings"]], loaded.get("thresholds")
     else:
         num_outputs = args.num_classes or len(inputs.class_names) or 2
         names, size, mean, std = None, args.size or 224, IMAGENET_MEAN, IMAGENET_STD
@@ -161,7 +177,7 @@ def _read_model_info(args: argparse.Namespace, inputs: Inputs) -> ModelInfo:
         size = (int(size), int(size))
     if min(size) < 32:
         raise ValueError(f"--size must be at least 32 pixels for ResNet50, got {size}")
-    return ModelInfo(class_names, names_known, num_outputs, size, list(mean), list(std), source)
+    return ModelInfo(class_names, names_known, num_outputs, size, list(mean), list(std), source, findings, thresholds)
 
 
 def _match_labels(inputs: Inputs, info: ModelInfo, source: Path) -> list[InputItem]:
@@ -283,14 +299,14 @@ def run(args: argparse.Namespace) -> int:
         FileExistsError: ``--output`` already holds results and ``--overwrite`` is not set.
         FileNotFoundError: the input or the checkpoint does not exist.
     """
-    from ..data.inputs import collect_inputs
     from ..training.distributed import barrier, cleanup, init_distributed
 
     started = time.perf_counter()
     _check_options(args)
-    inputs = collect_inputs(args.input, layout=args.layout)
+    inputs, truth = _collect(args)
     info = _read_model_info(args, inputs)
-    items = _select(_match_labels(inputs, info, args.input), args)
+    choice = _findings_choice(args, info, truth)
+    items = _select(inputs.items if choice else _match_labels(inputs, info, args.input), args)
     class_idx = _resolve_class_idx(args.class_idx, info)
     output = args.output
     outputs = _check_output(output, args.overwrite)  # on every rank, before any rank writes
@@ -309,16 +325,25 @@ def run(args: argparse.Namespace) -> int:
         barrier(context)
         setup = time.perf_counter() - started
         options = _overlay_options(args, info, class_idx)
-        rows, failed, stats = explain_images(
-            items[rank::world], model, info, options, device, output, inputs.root, show_progress=rank == 0 and args.progress
-        )
+        if choice is not None:
+            rows, failed, stats = explain_findings(
+                items[rank::world], model, info, options, device, output, inputs.root, choice,
+                show_progress=rank == 0 and args.progress,
+            )
+        else:
+            rows, failed, stats = explain_images(
+                items[rank::world], model, info, options, device, output, inputs.root,
+                show_progress=rank == 0 and args.progress,
+            )
         if world > 1:
             rows, failed = _gather(rows, failed, rank, world)
         if rank == 0:
-            write_results(
-                output, rows, failed, inputs=inputs, class_names=info.class_names, display=options.display,
-                details=_report_details(args, info, device, world), grid=args.grid, page_size=args.page_size,
-            )
+            common = {"display": options.display, "details": _report_details(args, info, device, world),
+                      "grid": args.grid, "page_size": args.page_size}
+            if choice is not None:
+                write_findings_results(output, rows, failed, inputs=inputs, choice=choice, **common)
+            else:
+                write_results(output, rows, failed, inputs=inputs, class_names=info.class_names, **common)
             elapsed = time.perf_counter() - started
             if args.profile:
                 _print_profile(stats, elapsed, setup, world)
@@ -337,6 +362,34 @@ def run(args: argparse.Namespace) -> int:
 
         raise NothingDone(f"explained no image: every input was skipped, see {output / 'skipped.csv'}")
     return 0
+
+
+def _collect(args: argparse.Namespace) -> tuple[Inputs, dict[int, dict[str, int | None]]]:
+    """The inputs, and each image's findings when INPUT is a multi-label CSV."""
+    from ..data.inputs import collect_inputs
+    from ..data.multilabel import is_multilabel_csv, multilabel_inputs
+
+    if args.layout in ("auto", "csv") and args.input.suffix.lower() == ".csv" and is_multilabel_csv(args.input):
+        return multilabel_inputs(args.input, images=args.images)
+    return collect_inputs(args.input, layout=args.layout), {}
+
+
+def _findings_choice(args: argparse.Namespace, info: ModelInfo, truth: dict) -> FindingsChoice | None:
+    """What a multi-label checkpoint explains; ``None`` for a single-label one.
+
+    Raises:
+        ValueError: ``--findings`` with a single-label model, ``--class-idx`` with a
+            multi-label one, or a finding the model does not have.
+    """
+    if info.findings is None:
+        if args.findings:
+            raise ValueError("--findings needs a multi-label checkpoint (one trained on a multi-label CSV); use --class-idx")
+        return None
+    if args.class_idx is not None:
+        raise ValueError(f"--class-idx does not apply to a multi-label checkpoint; name findings with --findings (from {info.findings})")
+    named = [f.strip() for f in args.findings.split(",") if f.strip()] if args.findings else None
+    labels = {i: tuple(row.get(f) for f in info.findings) for i, row in truth.items()}
+    return FindingsChoice(info.findings, info.thresholds, named=named, truth=labels)
 
 
 def _build_model(args: argparse.Namespace, info: ModelInfo, device: torch.device) -> torch.nn.Module:
@@ -398,4 +451,7 @@ def _report_details(args: argparse.Namespace, info: ModelInfo, device: torch.dev
         "alignment": args.alignment,
         "size": f"{info.size[0]}x{info.size[1]}",
         "device": f"{device}" + (f" x {world} ranks" if world > 1 else ""),
+        **({"thresholds": ", ".join(
+            f"{f} {t:.2f}" for f, t in zip(info.findings, info.thresholds or [0.5] * len(info.findings))
+        )} if info.findings else {}),
     }

@@ -1,7 +1,10 @@
 """``python -m gradcam_kit synth``: write a synthetic chest-X-ray-like dataset with lesion masks.
 
-The images and masks come from :mod:`gradcam_kit.data.synthetic`; this module parses the
-options, checks them before anything is written, and prints what was written.
+The images and masks come from :mod:`gradcam_kit.data.synthetic` (one lesion, two classes)
+or, with ``--findings opacity,nodule,effusion`` (or ``--multilabel`` for all three), from
+:mod:`gradcam_kit.data.synthetic_findings` (several findings per image, a multi-label CSV
+per split); this module parses the options, checks them before anything is written, and
+prints what was written.
 """
 
 from __future__ import annotations
@@ -22,8 +25,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=0, help="dataset seed (default: %(default)s)")
     parser.add_argument(
         "--positive-fraction", type=float, default=0.5,
-        help="share of images with a lesion (default: %(default)s)",
+        help="share of images with a lesion (with --findings: with each finding) (default: %(default)s)",
     )
+    parser.add_argument(
+        "--findings", default=None, metavar="A,B",
+        help="write a multi-label dataset with these findings (from opacity, nodule, effusion): "
+        "<split>/*.png, masks/<split>/<finding>/*_mask.png and <split>.csv with one column per finding",
+    )
+    parser.add_argument("--multilabel", action="store_true", help="the same as --findings opacity,nodule,effusion")
     parser.add_argument("--no-progress", "--quiet", dest="quiet", action="store_true", help="no progress bar")
     parser.add_argument(
         "--overwrite", action="store_true",
@@ -43,7 +52,10 @@ def run(args: argparse.Namespace) -> int:
 
     splits = {"train": args.train, "val": args.val, "test": args.test}
     check_settings(splits, size=args.size, positive_fraction=args.positive_fraction)
+    findings = _findings(args)
     output = OutputFolder(args.out, command="synth", overwrite=args.overwrite, flag="--out")
+    if findings:
+        return _write_multilabel(args, splits, findings, output)
     with output:
         counts = write_image_folder(
             args.out, splits, size=args.size, seed=args.seed,
@@ -52,4 +64,29 @@ def run(args: argparse.Namespace) -> int:
     for split, per_class in counts.items():
         described = ", ".join(f"{n} {name}" for name, n in per_class.items())
         print(f"{Path(args.out) / split}: {described} ({args.size}x{args.size}, seed {args.seed})")
+    return 0
+
+
+def _findings(args: argparse.Namespace) -> list[str] | None:
+    from ..data.synthetic_findings import FINDINGS, check_findings
+
+    if args.findings is not None:
+        return check_findings(args.findings.split(","))
+    return list(FINDINGS) if args.multilabel else None
+
+
+def _write_multilabel(args: argparse.Namespace, splits: dict[str, int], findings: list[str], output) -> int:
+    from ..data.synthetic_findings import write_multilabel_folder
+
+    with output:
+        counts = write_multilabel_folder(
+            args.out, splits, findings=findings, size=args.size, seed=args.seed,
+            positive_fraction=args.positive_fraction, progress=not args.quiet,
+        )
+    for split, per_finding in counts.items():
+        described = ", ".join(f"{per_finding[f]} {f}" for f in findings)
+        print(
+            f"{Path(args.out) / (split + '.csv')}: {per_finding['images']} images, positives: {described} "
+            f"({args.size}x{args.size}, seed {args.seed})"
+        )
     return 0

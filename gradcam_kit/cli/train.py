@@ -22,6 +22,11 @@ the optimizer, scheduler, RNG and early-stopping state, for ``--resume``). Both 
 Grad-CAM overlays of fixed validation images; ``--watch-pointing`` puts the pointing game
 into the history without it; see :mod:`gradcam_kit.training.monitor`).
 
+A multi-label CSV (one row per image, one column per finding holding 1/0/-1/blank; detected,
+or ``--multilabel``) trains one sigmoid per finding with BCE masked by ``--uncertain`` and
+``--blank``, ``--pos-weight``, per-finding AUROC (``--monitor`` defaults to their mean) and
+per-finding thresholds chosen on validation (:mod:`gradcam_kit.training.data`).
+
 Every option can come from a YAML file (``--config run.yaml``) whose keys are the flag
 names (``image-size`` or ``image_size``); flags given on the command line win.
 """

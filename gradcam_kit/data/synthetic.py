@@ -31,7 +31,7 @@ from __future__ import annotations
 import csv
 import math
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,13 +95,20 @@ def _soft_ellipse(x: Tensor, y: Tensor, cx: Tensor, cy: Tensor, rx: Tensor, ry: 
     return torch.sigmoid((1.0 - radius) / edge)
 
 
+def random_stream(index: int, seed: int, stream: int) -> random.Random:
+    """Random stream ``stream`` of image ``index``: 0 draws the scene, 1 the lesion, 2 and up
+    the other findings of :mod:`gradcam_kit.data.synthetic_findings`. Each stream is
+    independent, so adding or removing a finding leaves the rest of the image as it was."""
+    base = (seed * _SEED_STRIDE + index) % (2**62)
+    return random.Random(base + stream * 2**62)
+
+
 def _draw_parameters(index: int, seed: int, positive: bool) -> dict[str, float]:
     """The scalar parameters of one image, from Python's RNG (no per-scalar torch op)."""
-    base = (seed * _SEED_STRIDE + index) % (2**62)
-    scene = random.Random(base)
+    scene = random_stream(index, seed, 0)
     # The lesion draws from its own stream: with positive=False the same scene comes out,
     # only without the lesion.
-    lesion = random.Random(base + 2**62)
+    lesion = random_stream(index, seed, 1)
     u = scene.uniform
     p = {
         "angle": math.radians(u(-6.0, 6.0)), "scale": u(0.93, 1.07),
@@ -136,8 +143,51 @@ def _draw_parameters(index: int, seed: int, positive: bool) -> dict[str, float]:
     return p
 
 
-def _render(params: list[dict[str, float]], size: int) -> tuple[Tensor, Tensor]:
-    """Draws a batch of images from their parameters: uint8 ``(B, H, W)``, bool masks."""
+def _draw_opacity(scene: dict, P: dict[str, Tensor]) -> tuple[Tensor, Tensor, Tensor]:
+    """The lesion: an irregular blob around its centre, inside the chosen lung.
+
+    Returns:
+        ``(level, mask, closeness)``: what it adds to the image, its bool mask, and the
+        squared distance to its centre for :func:`_fill_empty` (``inf`` outside the lung,
+        and everywhere in an image without the lesion).
+    """
+    x, y, left, right = scene["x"], scene["y"], scene["left"], scene["right"]
+    dx, dy = x - P["lesion_x"], y - P["lesion_y"]
+    tcos, tsin = torch.cos(P["lesion_tilt"]), torch.sin(P["lesion_tilt"])
+    ux = tcos * dx + tsin * dy
+    uy = (-tsin * dx + tcos * dy) / P["lesion_aspect"]
+    polar = torch.atan2(uy, ux)
+    wobble = 1.0 + sum(P[f"wobble{k}"] * torch.cos(k * polar + P[f"wobble{k}_phase"]) for k in (2, 3, 5))
+    radius = torch.clamp(P["lesion_radius"], min=3.0 / scene["size"])  # at least a few pixels when tiny
+    distance = torch.sqrt(ux**2 + uy**2) / (radius * wobble)
+    inside_lung = torch.where(P["lesion_side"] > 0.5, right, left)
+    opacity = torch.sigmoid((1.0 - distance) / 0.12) * inside_lung
+    mask = (distance < 1.0) & (inside_lung > 0.5) & (P["positive"] > 0.5)
+    closeness = (ux**2 + uy**2).masked_fill((inside_lung <= 0.5) | (P["positive"] <= 0.5), float("inf"))
+    return P["lesion_level"] * opacity, mask, closeness
+
+
+def _fill_empty(mask: Tensor, closeness: Tensor) -> Tensor:
+    """Tiny images: a finding whose mask came out empty covers at least the pixel nearest its
+    centre (the smallest ``closeness``). Drawers give an absent finding ``inf`` closeness
+    everywhere, so its mask stays empty."""
+    empty = ~mask.flatten(1).any(1) & torch.isfinite(closeness.flatten(1)).any(1)
+    if bool(empty.any()):
+        nearest = closeness.flatten(1).argmin(1)
+        for i in empty.nonzero()[:, 0].tolist():
+            mask[i].view(-1)[nearest[i]] = True
+    return mask
+
+
+#: Draws a finding: ``(scene, parameters) -> (level, mask, closeness)``, see :func:`_draw_opacity`.
+FindingDrawer = Callable[[dict, dict], tuple[Tensor, Tensor, Tensor]]
+
+
+def _render(
+    params: list[dict[str, float]], size: int, drawers: Sequence[FindingDrawer] = (_draw_opacity,)
+) -> tuple[Tensor, list[Tensor]]:
+    """Draws a batch of images from their parameters: uint8 ``(B, H, W)`` and one bool
+    ``(B, H, W)`` mask per drawer (the findings, drawn in order)."""
     P = {k: torch.tensor([p[k] for p in params], dtype=torch.float32)[:, None, None] for k in params[0] if k != "noise_seed"}
     # Pixel centres in [-1, 1], then the random pose: shift, scale and rotation of the
     # whole scene (mask included, as both are drawn in these coordinates).
@@ -168,24 +218,12 @@ def _render(params: list[dict[str, float]], size: int) -> tuple[Tensor, Tensor]:
     image = 0.08 + 0.42 * body - 0.24 * lung + 0.16 * heart + 0.1 * spine
     image = image + P["rib_level"] * ribs + 0.035 * texture * body
 
-    # The lesion: an irregular blob around its centre, inside the chosen lung.
-    dx, dy = x - P["lesion_x"], y - P["lesion_y"]
-    tcos, tsin = torch.cos(P["lesion_tilt"]), torch.sin(P["lesion_tilt"])
-    ux = tcos * dx + tsin * dy
-    uy = (-tsin * dx + tcos * dy) / P["lesion_aspect"]
-    polar = torch.atan2(uy, ux)
-    wobble = 1.0 + sum(P[f"wobble{k}"] * torch.cos(k * polar + P[f"wobble{k}_phase"]) for k in (2, 3, 5))
-    radius = torch.clamp(P["lesion_radius"], min=3.0 / size)  # at least a few pixels when tiny
-    distance = torch.sqrt(ux**2 + uy**2) / (radius * wobble)
-    inside_lung = torch.where(P["lesion_side"] > 0.5, right, left)
-    opacity = torch.sigmoid((1.0 - distance) / 0.12) * inside_lung
-    image = image + P["lesion_level"] * opacity
-    masks = (distance < 1.0) & (inside_lung > 0.5) & (P["positive"] > 0.5)
-    empty = (P["positive"][:, 0, 0] > 0.5) & ~masks.flatten(1).any(1)
-    if bool(empty.any()):  # tiny images: the lesion covers at least the pixel nearest its centre
-        nearest = (ux**2 + uy**2).masked_fill(inside_lung <= 0.5, float("inf")).flatten(1).argmin(1)
-        for i in empty.nonzero()[:, 0].tolist():
-            masks[i].view(-1)[nearest[i]] = True
+    scene = {"x": x, "y": y, "left": left, "right": right, "size": size}
+    masks = []
+    for draw in drawers:
+        level, mask, closeness = draw(scene, P)
+        image = image + level
+        masks.append(_fill_empty(mask, closeness))
 
     image = (image - 0.35) * P["contrast"] + 0.35 + P["brightness"]
     image = image + P["noise"] * pixel_noise
@@ -244,7 +282,30 @@ def generate(
     if count < 0:
         raise ValueError(f"count must be >= 0, got {count}")
     labels = [is_positive(start + i, positive_fraction) for i in range(count)]
-    images, masks = [torch.zeros(0, size, size, dtype=torch.uint8)], [torch.zeros(0, size, size, dtype=torch.bool)]
+    images, masks = render_batches(
+        count, size, batch_size, lambda i: _draw_parameters(start + i, seed, labels[i]), (_draw_opacity,)
+    )
+    return images, masks[:, 0], torch.tensor(labels, dtype=torch.long)
+
+
+def render_batches(
+    count: int, size: int, batch_size: int, parameters: Callable[[int], dict[str, float]],
+    drawers: Sequence[FindingDrawer],
+) -> tuple[Tensor, Tensor]:
+    """Renders images ``0 .. count - 1``, ``batch_size`` at a time, on one thread.
+
+    Args:
+        count: number of images.
+        size: image side in pixels.
+        batch_size: images rendered together.
+        parameters: ``i -> `` the parameters of image ``i`` (see ``_draw_parameters``).
+        drawers: the findings to draw, in order (see :func:`_draw_opacity`).
+
+    Returns:
+        uint8 ``(N, H, W)`` images and bool ``(N, len(drawers), H, W)`` masks.
+    """
+    images = [torch.zeros(0, size, size, dtype=torch.uint8)]
+    masks = [torch.zeros(0, len(drawers), size, size, dtype=torch.bool)]
     # Small element-wise ops gain nothing from intra-op threads, and on a busy machine
     # OpenMP's spinning threads make them ~20x slower: render on one thread.
     threads = torch.get_num_threads()
@@ -252,12 +313,12 @@ def generate(
     try:
         for first in range(0, count, batch_size):
             chunk = range(first, min(first + batch_size, count))
-            rendered = _render([_draw_parameters(start + i, seed, labels[i]) for i in chunk], size)
-            images.append(rendered[0])
-            masks.append(rendered[1])
+            rendered, chunk_masks = _render([parameters(i) for i in chunk], size, drawers)
+            images.append(rendered)
+            masks.append(torch.stack(chunk_masks, dim=1))
     finally:
         torch.set_num_threads(threads)
-    return torch.cat(images), torch.cat(masks), torch.tensor(labels, dtype=torch.long)
+    return torch.cat(images), torch.cat(masks)
 
 
 class SyntheticXRayDataset(Dataset):

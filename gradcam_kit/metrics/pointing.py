@@ -10,6 +10,11 @@ resolution and placed at its receptive field's centre, must lie within ``toleran
 **ceiling** (what a perfect map on that layer's grid scores on the same masks) and the
 **center baseline**.
 
+For a multi-label head, :func:`evaluate_findings` plays the game once per finding: each
+finding's logit is explained (``class_index``) and scored on the positives that have that
+finding's mask; :func:`pool_findings` adds the findings' hits up for :func:`recommend`, and
+:func:`format_findings_table` prints them.
+
 :func:`recommend` picks the layer and method that localise best on a selection split, and
 :func:`format_table` prints a result. The ``evaluate`` command (:mod:`gradcam_kit.cli.evaluate`)
 runs them and writes the recommendation into the checkpoint.
@@ -25,7 +30,8 @@ from torch import Tensor
 
 from ..core.engine import CAMEngine
 from ..core.modes import eval_mode
-from .classification import classification_metrics, format_metrics
+from ..data.multilabel import fold_labels
+from .classification import format_metrics, multilabel_metrics, task_metrics
 from .localization import (
     POINTING_MODES,
     REFERENCE_SIZE,
@@ -37,8 +43,11 @@ from .localization import (
 
 __all__ = [
     "DEFAULT_LAYERS",
+    "evaluate_findings",
     "evaluate_pointing",
+    "format_findings_table",
     "format_table",
+    "pool_findings",
     "recommend",
 ]
 
@@ -82,6 +91,7 @@ def _score_batch(
     mode: str,
     overlays: int,
     names: Sequence[str] | None,
+    class_index: int | None = None,
 ) -> None:
     images, labels, masks, index = _unpack(batch)
     images, labels, masks = images.to(device), labels.to(device), masks.to(device)
@@ -89,9 +99,11 @@ def _score_batch(
     has_mask = masks.flatten(1).any(dim=1)
     single_logit = model.fc.out_features == 1
     # One forward and one backward serve every method (CAMEngine.explain_methods).
+    if class_index is None:
+        class_index = 1 if single_logit else labels  # a single logit: class 1 explains +z (core.scores)
     results = CAMEngine(model, layers, hold_model=False).explain_methods(
         images,
-        1 if single_logit else labels,  # a single logit: class 1 explains +z (core.scores)
+        class_index,
         methods=methods,
         output_size=None,
         normalize=False,
@@ -137,6 +149,7 @@ def evaluate_pointing(
     mode: str = "unit",
     names: Sequence[str] | None = None,
     desc: str = "evaluate",
+    class_index: int | None = None,
 ) -> dict[str, object]:
     """Classification metrics and the pointing game per method and layer of a ``ResNet50FineTuned``.
 
@@ -159,6 +172,8 @@ def evaluate_pointing(
         names: file names of the dataset's samples, for the overlays' titles (with ``index``
             in the batches).
         desc: label of the progress bar.
+        class_index: explain this output for every image; ``None``: each image's label
+            (the logit itself for a single-logit head).
 
     Returns:
         a dict with ``classification``, ``pointing_game`` (``{method: {layer: row}}``, a row
@@ -167,28 +182,19 @@ def evaluate_pointing(
         tolerance, alignment and mode used and, with ``overlays``, the kept tensors under
         ``"_overlays"``.
     """
-    from tqdm.auto import tqdm
-
     layers, methods = list(layers), list(methods)
     if not layers or not methods:
         raise ValueError("name at least one layer and one method")
     if mode not in POINTING_MODES:
         raise ValueError(f"mode must be one of {POINTING_MODES}, got {mode!r}")
     tally = _Tally(methods, layers)
-    was_enabled = model.gradcam_enabled
-    model.enable_gradcam_mode()
-    try:
-        with eval_mode(model), torch.no_grad():
-            total = len(loader) if hasattr(loader, "__len__") else None
-            for batch in tqdm(loader, desc=desc, total=total, disable=not progress, leave=False):
-                _score_batch(
-                    model, batch, tally, layers=layers, methods=methods, tolerance_px=tolerance_px,
-                    reference_size=reference_size, device=device, alignment=alignment, mode=mode,
-                    overlays=overlays, names=names,
-                )
-    finally:
-        if not was_enabled:
-            model.disable_gradcam_mode()
+    options = {
+        "layers": layers, "methods": methods, "tolerance_px": tolerance_px, "reference_size": reference_size,
+        "device": device, "alignment": alignment, "mode": mode, "overlays": overlays, "names": names,
+        "class_index": class_index,
+    }
+    for batch in _batches(model, loader, desc, progress):
+        _score_batch(model, batch, tally, **options)
     if not tally.logits:
         raise ValueError("the dataset is empty: nothing to evaluate")
     result = _summarise(tally, methods, layers)
@@ -199,6 +205,22 @@ def evaluate_pointing(
     if tally.kept:
         result["_overlays"] = tally.kept
     return result
+
+
+def _batches(model: torch.nn.Module, loader: torch.utils.data.DataLoader, desc: str, progress: bool):
+    """The loader's batches, with the model in eval mode, Grad-CAM on and no autograd
+    graph kept, all restored afterwards."""
+    from tqdm.auto import tqdm
+
+    was_enabled = model.gradcam_enabled
+    model.enable_gradcam_mode()
+    try:
+        with eval_mode(model), torch.no_grad():
+            total = len(loader) if hasattr(loader, "__len__") else None
+            yield from tqdm(loader, desc=desc, total=total, disable=not progress, leave=False)
+    finally:
+        if not was_enabled:
+            model.disable_gradcam_mode()
 
 
 def _summarise(tally: _Tally, methods: list[str], layers: list[str]) -> dict[str, object]:
@@ -220,7 +242,7 @@ def _summarise(tally: _Tally, methods: list[str], layers: list[str]) -> dict[str
     ceiling = {layer: row(c) for layer, c in zip(layers, counts[len(keys) : len(keys) + len(layers)])}
     best_method, best_layer = max(keys, key=lambda key: table[key[0]][key[1]]["hits"])
     return {
-        "classification": classification_metrics(logits, labels),
+        "classification": task_metrics(logits, labels),
         "methods": methods,
         "layers": layers,
         "grids": {layer: list(grid) for layer, grid in tally.grids.items()},
@@ -271,10 +293,19 @@ def format_table(result: dict[str, object], recommendation: dict[str, object] | 
     """The printed summary: classification line, then a layers x methods pointing-game table
     with each layer's ceiling and the center baseline."""
     lines = [f"classification ({result['images']} images): {format_metrics(result['classification'])}"]
+    lines += _pointing_lines(result)
+    if recommendation and result["positives_with_masks"]:
+        lines.append(_recommendation_line(recommendation))
+    return "\n".join(lines)
+
+
+def _pointing_lines(result: dict[str, object]) -> list[str]:
+    """The pointing-game part of :func:`format_table`: its header, the layers x methods rows
+    with each layer's ceiling, the center baseline and the best cell."""
+    lines = []
     total = result["positives_with_masks"]
     if not total:
-        lines.append("pointing game: no image with a non-empty mask; nothing to score")
-        return "\n".join(lines)
+        return ["pointing game: no image with a non-empty mask; nothing to score"]
     peak = (
         "the map's peak, found at the layer's resolution" if result["pointing_mode"] == "unit"
         else "the first maximal pixel of the upsampled map (torchray mode; the ceiling is unit mode's)"
@@ -293,9 +324,7 @@ def format_table(result: dict[str, object], recommendation: dict[str, object] | 
     lines.append(f"  {'center baseline':<23}{result['center_baseline']['accuracy']:>11.3f}")
     best = result["best"]
     lines.append(f"  best here: {best['layer']} with {best['method']} ({best['accuracy']:.3f})")
-    if recommendation:
-        lines.append(_recommendation_line(recommendation))
-    return "\n".join(lines)
+    return lines
 
 
 def _recommendation_line(rec: dict[str, object]) -> str:
@@ -306,3 +335,119 @@ def _recommendation_line(rec: dict[str, object]) -> str:
     if rec.get("report_pointing") is not None:
         text += f"; {rec['report_pointing']:.2f} on the reported split"
     return text
+
+
+def evaluate_findings(
+    model: torch.nn.Module,
+    loader: torch.utils.data.DataLoader,
+    findings: Sequence[str],
+    *,
+    layers: Sequence[str] = DEFAULT_LAYERS,
+    methods: Sequence[str] = ("gradcam",),
+    tolerance_px: float = 15.0,
+    reference_size: int = REFERENCE_SIZE,
+    device: torch.device | str = "cpu",
+    alignment: str = "receptive-field",
+    mode: str = "unit",
+    thresholds: Sequence[float] | None = None,
+    progress: bool = True,
+    desc: str = "evaluate",
+) -> dict[str, object]:
+    """The pointing game of each finding of a multi-label head, in one pass over the data.
+
+    For finding ``k`` the maps explain logit ``k`` and are scored on the images whose mask
+    of finding ``k`` is non-empty (its positives with a mask), with each layer's ceiling
+    and the center baseline on the same masks, as :func:`evaluate_pointing` does.
+
+    Args:
+        model: a multi-label ``ResNet50FineTuned`` (one output per finding).
+        loader: yields ``(images, target, mask, finding_masks, index)``
+            (:class:`gradcam_kit.data.multilabel.MultiLabelDataset` with ``mask_size`` and
+            ``return_index``); ``finding_masks`` is bool ``(B, F, H, W)``.
+        findings: the findings' names, in output order.
+        layers, methods, tolerance_px, reference_size, device, alignment, mode, progress,
+            desc: as for :func:`evaluate_pointing`.
+        thresholds: per-finding probability thresholds for sensitivity and specificity
+            (default 0.5).
+
+    Returns:
+        ``{"classification": multi-label metrics, "findings": {name: result}, "images"}``,
+        each result as :func:`evaluate_pointing`'s, without ``classification``.
+    """
+    layers, methods = list(layers), list(methods)
+    if mode not in POINTING_MODES:
+        raise ValueError(f"mode must be one of {POINTING_MODES}, got {mode!r}")
+    tallies = [_Tally(methods, layers) for _ in findings]
+    options = {
+        "layers": layers, "methods": methods, "tolerance_px": tolerance_px, "reference_size": reference_size,
+        "device": device, "alignment": alignment, "mode": mode, "overlays": 0, "names": None,
+    }
+    for images, target, label_mask, masks, index in _batches(model, loader, desc, progress):
+        labels = fold_labels(target, label_mask)
+        for k, tally in enumerate(tallies):
+            # a single finding is a single logit: its class 1 explains +z (core.scores)
+            explained = 1 if model.fc.out_features == 1 else k
+            _score_batch(model, (images, labels, masks[:, k], index), tally, class_index=explained, **options)
+    if not tallies or not tallies[0].logits:
+        raise ValueError("the dataset is empty: nothing to evaluate")
+    per_finding = {}
+    for name, tally in zip(findings, tallies):
+        result = _summarise(tally, methods, layers)
+        result.pop("classification")
+        result.update(
+            tolerance_px_at_reference=tolerance_px, reference_size=reference_size,
+            alignment=alignment, pointing_mode=mode,
+        )
+        per_finding[name] = result
+    logits, labels = torch.cat(tallies[0].logits), torch.cat(tallies[0].labels)
+    cut = torch.tensor(list(thresholds), dtype=torch.float64) if thresholds is not None else None
+    return {
+        "classification": multilabel_metrics(logits, labels, list(findings), cut),
+        "findings": per_finding,
+        "images": int(labels.shape[0]),
+    }
+
+
+def pool_findings(per_finding: dict[str, dict[str, object]]) -> dict[str, object]:
+    """The findings' pointing games added up, hit by hit, in the form :func:`recommend` reads."""
+    results = list(per_finding.values())
+    first = results[0]
+    total = sum(r["positives_with_masks"] for r in results)
+
+    def row(rows: list[dict]) -> dict[str, object]:
+        hits = sum(r["hits"] for r in rows)
+        return {"hits": hits, "total": total, "accuracy": hits / total if total else None}
+
+    table = {
+        method: {layer: row([r["pointing_game"][method][layer] for r in results]) for layer in first["layers"]}
+        for method in first["methods"]
+    }
+    keys = [(m, layer) for m in first["methods"] for layer in first["layers"]]
+    best_method, best_layer = max(keys, key=lambda key: table[key[0]][key[1]]["hits"])
+    return {
+        **{k: first[k] for k in ("methods", "layers", "grids", "tolerance_px", "alignment", "pointing_mode",
+                                 "tolerance_px_at_reference", "reference_size")},
+        "positives_with_masks": total,
+        "pointing_game": table,
+        "ceiling": {layer: row([r["ceiling"][layer] for r in results]) for layer in first["layers"]},
+        "center_baseline": row([r["center_baseline"] for r in results]),
+        "best": {"method": best_method, "layer": best_layer, "accuracy": table[best_method][best_layer]["accuracy"]} if total else None,
+    }
+
+
+def format_findings_table(result: dict[str, object], recommendation: dict[str, object] | None = None) -> str:
+    """The printed summary of :func:`evaluate_findings`: the classification line, each
+    finding's AUROC and pointing-game table, and the recommendation."""
+    metrics = result["classification"]
+    lines = [f"classification ({result['images']} images): {format_metrics(metrics)}"]
+    for name, finding in result["findings"].items():
+        row = metrics["per_finding"][name]
+        auroc = "nan" if row["auroc"] is None or row["auroc"] != row["auroc"] else f"{row['auroc']:.3f}"
+        lines.append(
+            f"\n{name}: AUROC {auroc} ({row['positives']} positive, {row['negatives']} negative); "
+            f"pointing game explaining the {name} logit:"
+        )
+        lines += ["  " + line for line in _pointing_lines(finding)]
+    if recommendation:
+        lines.append("\n" + _recommendation_line(recommendation) + " (all findings' hits together)")
+    return "\n".join(lines)

@@ -1,4 +1,10 @@
-"""Training data: samples checked before anything trains, transforms, samplers and loaders."""
+"""Training data: samples checked before anything trains, transforms, samplers and loaders.
+
+Two kinds of data: one label per image (an ImageFolder tree or a ``path,label`` CSV,
+:mod:`gradcam_kit.data.datasets`), or several findings per image (a multi-label CSV,
+:mod:`gradcam_kit.data.multilabel`), which :func:`load_data` detects (``--multilabel``
+forces either way) and reads with the ``--uncertain`` and ``--blank`` policies.
+"""
 
 from __future__ import annotations
 
@@ -12,8 +18,17 @@ import torch
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from ..data.datasets import ImageDataset, Sample, load_split, split_samples, verify_images
+from ..data.multilabel import (
+    LabelPolicy,
+    MultiLabelDataset,
+    MultiLabelSample,
+    is_multilabel_csv,
+    parse_policy,
+    read_multilabel_csv,
+)
 from ..data.preprocess import IMAGENET_MEAN, IMAGENET_STD, build_transform
 from .distributed import DistributedContext, ShardSampler
+from .loop import resolve_monitor
 
 __all__ = ["BalancedBatchSampler", "TrainingData", "load_data"]
 
@@ -78,11 +93,11 @@ class BalancedBatchSampler(Sampler[list[int]]):
 
 @dataclass
 class TrainingData:
-    """What :func:`load_data` prepares."""
+    """What :func:`load_data` prepares (``policy`` is ``None`` for single-label data)."""
 
-    train_set: ImageDataset
-    val_set: ImageDataset
-    class_names: list[str]
+    train_set: ImageDataset | MultiLabelDataset
+    val_set: ImageDataset | MultiLabelDataset
+    class_names: list[str]  # the findings, for multi-label data
     origin: str  # where the training images came from, for the log
     train_sampler: DistributedSampler  # ``set_epoch`` it before every epoch
     train_loader: DataLoader
@@ -90,6 +105,22 @@ class TrainingData:
     size: tuple[int, int]
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    policy: LabelPolicy | None = None
+
+    def count_text(self) -> str:
+        """The training labels for the log: ``"200 normal, 200 opacity"`` or, multi-label,
+        ``"positives 120 opacity, 118 nodule"``."""
+        counts = self.train_set.class_counts()
+        if counts.ndim == 2:
+            return "positives " + ", ".join(f"{n} {name}" for name, n in zip(self.class_names, counts[1].tolist()))
+        return ", ".join(f"{n} {name}" for name, n in zip(self.class_names, counts.tolist()))
+
+    def checkpoint_metadata(self) -> dict[str, object]:
+        """What a multi-label checkpoint stores besides ``class_names``: ``task``, ``findings``
+        and the label policy; ``{}`` for single-label data."""
+        if self.policy is None:
+            return {}
+        return {"task": "multilabel", "findings": list(self.class_names), "label_policy": self.policy.describe(self.class_names)}
 
 
 def _augmentation(cfg: argparse.Namespace) -> list:
@@ -110,6 +141,10 @@ def _augmentation(cfg: argparse.Namespace) -> list:
 def load_data(cfg: argparse.Namespace, context: DistributedContext) -> TrainingData:
     """Checked samples, transforms (with augmentation for training), samplers and loaders.
 
+    Settles the task first: ``cfg.multilabel`` becomes ``True`` or ``False`` (detected
+    unless given, see :func:`is_multilabel`) and ``cfg.monitor`` the metric of that head
+    (:func:`~gradcam_kit.training.loop.resolve_monitor`).
+
     Training batches come from a ``DistributedSampler`` (shuffled, one shard per process)
     cut by :class:`BalancedBatchSampler`; validation reads each process's
     :class:`ShardSampler` shard in order.
@@ -118,12 +153,20 @@ def load_data(cfg: argparse.Namespace, context: DistributedContext) -> TrainingD
         ValueError: a single class, an empty class, an unreadable image, bad mean/std.
         FileNotFoundError: missing data folder or CSV.
     """
-    train_samples, val_samples, class_names, origin = _datasets(cfg)
+    cfg.multilabel = is_multilabel(cfg)
+    cfg.monitor = resolve_monitor(cfg.monitor, cfg.multilabel)
     size = (cfg.image_size, cfg.image_size)
     mean, std = _floats(cfg.mean, IMAGENET_MEAN), _floats(cfg.std, IMAGENET_STD)
     train_transform = build_transform(size, mean=mean, std=std, augment=_augmentation(cfg))
-    train_set = ImageDataset(train_samples, class_names, train_transform, return_index=True)
-    val_set = ImageDataset(val_samples, class_names, build_transform(size, mean=mean, std=std), return_index=True)
+    val_transform = build_transform(size, mean=mean, std=std)
+    policy = None
+    if cfg.multilabel:
+        train_set, val_set, origin = _multilabel_sets(cfg, train_transform, val_transform)
+        class_names, policy = train_set.findings, train_set.policy
+    else:
+        train_samples, val_samples, class_names, origin = _datasets(cfg)
+        train_set = ImageDataset(train_samples, class_names, train_transform, return_index=True)
+        val_set = ImageDataset(val_samples, class_names, val_transform, return_index=True)
     train_sampler = DistributedSampler(
         train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=cfg.seed
     )
@@ -133,5 +176,72 @@ def load_data(cfg: argparse.Namespace, context: DistributedContext) -> TrainingD
     val_sampler = ShardSampler(len(val_set), context.rank, context.world_size)
     val_loader = DataLoader(val_set, batch_size=cfg.batch_size, sampler=val_sampler, **options)
     return TrainingData(
-        train_set, val_set, class_names, origin, train_sampler, train_loader, val_loader, size, mean, std
+        train_set, val_set, class_names, origin, train_sampler, train_loader, val_loader, size, mean, std, policy
     )
+
+
+def _multilabel_csv(data: Path, split: str) -> Path:
+    return data if data.suffix.lower() == ".csv" else data / f"{split}.csv"
+
+
+def is_multilabel(cfg: argparse.Namespace) -> bool:
+    """``--multilabel`` if given, else whether ``--data`` (a CSV, or a root's ``train.csv``) is a
+    multi-label CSV (:func:`gradcam_kit.data.multilabel.is_multilabel_csv`)."""
+    if cfg.multilabel is not None:
+        return bool(cfg.multilabel)
+    return is_multilabel_csv(_multilabel_csv(Path(cfg.data), "train"))
+
+
+def _names(value: object) -> list[str] | None:
+    if value is None:
+        return None
+    names = value if isinstance(value, (list, tuple)) else str(value).split(",")
+    return [str(n).strip() for n in names if str(n).strip()]
+
+
+def _split_rows(samples: list[MultiLabelSample], val_fraction: float, seed: int) -> tuple[list, list]:
+    """A seeded random train/val split of multi-label rows (at least one in each part)."""
+    if not 0.0 < val_fraction < 1.0:
+        raise ValueError(f"val_fraction must lie strictly between 0 and 1, got {val_fraction}")
+    order = torch.randperm(len(samples), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_val = min(max(1, round(val_fraction * len(samples))), len(samples) - 1)
+    return [samples[i] for i in sorted(order[n_val:])], [samples[i] for i in sorted(order[:n_val])]
+
+
+def _multilabel_sets(cfg: argparse.Namespace, train_transform, val_transform) -> tuple[MultiLabelDataset, MultiLabelDataset, str]:
+    """The train and val sets of a multi-label CSV, checked before anything trains.
+
+    Raises:
+        FileNotFoundError: no CSV. ValueError: see :func:`~gradcam_kit.data.multilabel.read_multilabel_csv`,
+            a bad policy, ``--num-classes`` other than the number of findings, or a finding
+            without positive or negative training labels.
+    """
+    data = Path(cfg.data)
+    source = _multilabel_csv(data, "train")
+    train = read_multilabel_csv(source, findings=_names(cfg.findings), images=cfg.images)
+    findings = train.findings
+    if cfg.val_data:
+        val = read_multilabel_csv(cfg.val_data, findings=findings, images=cfg.images).samples
+        train_rows = train.samples
+    elif data.suffix.lower() != ".csv" and (data / "val.csv").is_file():
+        val = read_multilabel_csv(data / "val.csv", findings=findings, images=cfg.images).samples
+        train_rows = train.samples
+    else:
+        train_rows, val = _split_rows(train.samples, cfg.val_fraction, cfg.seed)
+    if cfg.num_classes not in (None, len(findings)):
+        raise ValueError(f"--num-classes {cfg.num_classes}: a multi-label head has one output per finding, {len(findings)} here {findings}")
+    policy = LabelPolicy(
+        parse_policy(cfg.uncertain, findings, default="ignore", what="--uncertain"),
+        parse_policy(cfg.blank, findings, default="negative", what="--blank"),
+    )
+    verify_images([Sample(s.path, 0) for s in train_rows + val])
+    train_set = MultiLabelDataset(train_rows, findings, policy, train_transform, return_index=True)
+    counts = train_set.class_counts()
+    lacking = [f for f, neg, pos in zip(findings, *counts.tolist()) if neg == 0 or pos == 0]
+    if lacking:
+        raise ValueError(
+            f"finding(s) {lacking} have no positive or no negative training labels in {source} after the "
+            "--uncertain/--blank policies; leave them out with --findings or change the policies"
+        )
+    val_set = MultiLabelDataset(val, findings, policy, val_transform, return_index=True)
+    return train_set, val_set, str(source)

@@ -1,7 +1,10 @@
 """One epoch of training, evaluation, early stopping, and the factories of their parts.
 
 :func:`train_one_epoch` and :func:`evaluate` work on any classifier whose head is ``fc``
-and on loaders that yield ``(images, labels, index)``; :func:`build_criterion`,
+and on loaders that yield ``(images, labels, index)``, or for a multi-label head
+``(images, target, mask, index)`` (:class:`gradcam_kit.data.multilabel.MultiLabelDataset`;
+:func:`batch_targets` folds the pair into ``(N, F)`` labels with ``-1`` where the mask is
+0, which :class:`MaskedBCEWithLogitsLoss` and the metrics leave out); :func:`build_criterion`,
 :func:`build_optimizer` and :func:`build_scheduler` make the loss, optimizer and schedule
 the options ask for, and :class:`EarlyStopping` tracks the monitored validation metric.
 """
@@ -18,18 +21,23 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..core.modes import eval_mode
-from ..metrics.classification import classification_metrics
+from ..data.multilabel import fold_labels
+from ..metrics.classification import task_metrics
 from ..models.modules import freeze_backbone, unwrap_model
 from .distributed import DistributedContext, broadcast_buffers, gather_predictions
 
 __all__ = [
     "SEEN_ENV",
     "EarlyStopping",
+    "MaskedBCEWithLogitsLoss",
+    "batch_targets",
     "build_criterion",
     "build_optimizer",
     "build_scheduler",
+    "checkpoint_thresholds",
     "evaluate",
     "predict",
+    "resolve_monitor",
     "set_train_mode",
     "train_one_epoch",
 ]
@@ -53,12 +61,56 @@ def set_train_mode(model: nn.Module, frozen: bool) -> None:
         model.fc.train()
 
 
-def build_criterion(cfg: argparse.Namespace, num_classes: int, counts: Tensor, device: torch.device) -> nn.Module:
-    """Class-weighted cross-entropy, or BCE with ``pos_weight`` for a single-logit head.
+class MaskedBCEWithLogitsLoss(nn.Module):
+    """BCE with logits over the labels that count: the mean over entries whose label is not ``-1``.
+
+    Args:
+        pos_weight: ``(F,)`` weight of each finding's positives, or ``None``.
+    """
+
+    def __init__(self, pos_weight: Tensor | None = None) -> None:
+        super().__init__()
+        self.register_buffer("pos_weight", pos_weight)
+
+    def forward(self, logits: Tensor, labels: Tensor) -> Tensor:
+        """``logits`` ``(N, F)``; ``labels`` ``(N, F)``: 1, 0, or -1 (left out)."""
+        counted = (labels >= 0).to(logits.dtype)
+        loss = nn.functional.binary_cross_entropy_with_logits(
+            logits, labels.clamp_min(0).to(logits.dtype), pos_weight=self.pos_weight, reduction="none"
+        )
+        return (loss * counted).sum() / counted.sum().clamp_min(1)
+
+
+def _pos_weight(cfg: argparse.Namespace, counts: Tensor) -> Tensor | None:
+    """``--pos-weight``: ``none``, ``auto`` (negatives / positives per finding) or numbers.
 
     Raises:
-        ValueError: ``--class-weights`` lists the wrong number of weights.
+        ValueError: the wrong number of weights.
     """
+    choice = str(getattr(cfg, "pos_weight", "none") or "none").strip().lower()
+    if choice == "none":
+        return None
+    if choice == "auto":
+        return (counts[0].double() / counts[1].clamp_min(1).double()).float()
+    weights = torch.tensor([float(v) for v in choice.split(",")])
+    if weights.numel() == 1:
+        weights = weights.expand(counts.shape[1]).clone()
+    if weights.numel() != counts.shape[1]:
+        raise ValueError(f"--pos-weight needs 1 or {counts.shape[1]} numbers (one per finding), got {cfg.pos_weight!r}")
+    return weights
+
+
+def build_criterion(cfg: argparse.Namespace, num_classes: int, counts: Tensor, device: torch.device) -> nn.Module:
+    """Class-weighted cross-entropy, BCE with ``pos_weight`` for a single-logit head, or for a
+    multi-label head (``counts`` ``(2, F)``: negatives and positives per finding)
+    :class:`MaskedBCEWithLogitsLoss` with ``--pos-weight``.
+
+    Raises:
+        ValueError: ``--class-weights`` or ``--pos-weight`` lists the wrong number of weights.
+    """
+    if counts.ndim == 2:
+        weight = _pos_weight(cfg, counts)
+        return MaskedBCEWithLogitsLoss(None if weight is None else weight.to(device))
     choice = str(cfg.class_weights).strip().lower()
     if choice == "none":
         weights = None
@@ -75,6 +127,8 @@ def build_criterion(cfg: argparse.Namespace, num_classes: int, counts: Tensor, d
 
 
 def _loss_value(criterion: nn.Module, logits: Tensor, targets: Tensor) -> Tensor:
+    if isinstance(criterion, MaskedBCEWithLogitsLoss):
+        return criterion(logits, targets)
     if isinstance(criterion, nn.BCEWithLogitsLoss):
         return criterion(logits[:, 0], targets.float())
     return criterion(logits, targets)
@@ -119,6 +173,24 @@ def build_scheduler(cfg: argparse.Namespace, optimizer: torch.optim.Optimizer, s
     return torch.optim.lr_scheduler.SequentialLR(optimizer, [ramp, cosine], milestones=[warmup]), True
 
 
+def batch_targets(labels: list[Tensor]) -> Tensor:
+    """A batch's labels: the class indices, or from ``(target, mask)`` the ``(N, F)`` labels
+    with ``-1`` where the mask is 0."""
+    return labels[0] if len(labels) == 1 else fold_labels(*labels)
+
+
+def _findings(loader: DataLoader) -> list[str] | None:
+    return getattr(loader.dataset, "findings", None)
+
+
+def resolve_monitor(monitor: str, multilabel: bool) -> str:
+    """``--monitor`` for the head: ``auroc`` becomes ``mean_auroc`` for a multi-label head
+    (the mean of the findings' AUROCs), ``mean_auroc`` stays ``auroc`` for a single-label one."""
+    if multilabel:
+        return "mean_auroc" if monitor == "auroc" else monitor
+    return "auroc" if monitor == "mean_auroc" else monitor
+
+
 def _autocast(device: torch.device, enabled: bool):
     return torch.autocast(device.type, dtype=torch.float16, enabled=enabled)
 
@@ -130,11 +202,11 @@ def predict(model: nn.Module, loader: DataLoader, device: torch.device, *, amp: 
     indices, logits, targets = [], [], []
     with eval_mode(model):  # every submodule's train/eval flag comes back afterwards
         with torch.no_grad():
-            for images, labels, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
+            for images, *labels, index in tqdm(loader, desc=desc, disable=not progress, leave=False):
                 with _autocast(device, amp):
                     output = model(images.to(device, non_blocking=True, memory_format=torch.channels_last))
                 logits.append(output.float())
-                targets.append(labels.to(device))
+                targets.append(batch_targets(labels).to(device))
                 indices.append(index.to(device))
     if not logits:  # an empty shard (more processes than validation images)
         empty = torch.zeros(0, dtype=torch.long, device=device)
@@ -182,7 +254,7 @@ def train_one_epoch(
 
     Args:
         model: the network to train, possibly wrapped in ``DistributedDataParallel``.
-        loader: yields ``(images, labels, index)`` batches.
+        loader: yields ``(images, labels, index)`` or ``(images, target, mask, index)`` batches.
         criterion: from :func:`build_criterion`.
         optimizer: steps once per batch.
         device: where the batches go.
@@ -195,7 +267,7 @@ def train_one_epoch(
         seen_path: where to write the dataset indices this process trained on (debugging).
 
     Returns:
-        :func:`classification_metrics` of the epoch's predictions over all processes,
+        :func:`~gradcam_kit.metrics.classification.task_metrics` of the epoch's predictions over all processes,
         plus ``"loss"``: the mean training loss per sample.
     """
     from tqdm.auto import tqdm
@@ -205,9 +277,9 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device, dtype=torch.float64)
     indices, logits_seen, targets_seen = [], [], []
     bar = tqdm(loader, desc=desc, disable=not progress, leave=False)
-    for images, labels, index in bar:
+    for images, *batch_labels, index in bar:
         images = images.to(device, non_blocking=True, memory_format=torch.channels_last)
-        labels = labels.to(device, non_blocking=True)
+        labels = batch_targets(batch_labels).to(device, non_blocking=True)
         with _autocast(device, amp):
             logits = model(images)
             loss = _loss_value(criterion, logits.float(), labels)
@@ -235,7 +307,7 @@ def train_one_epoch(
 
         dist.all_reduce(loss_total)
         dist.all_reduce(batch_count)
-    metrics = classification_metrics(train_logits, train_targets)
+    metrics = task_metrics(train_logits, train_targets, _findings(loader))
     metrics["loss"] = float(loss_total / batch_count.clamp_min(1))
     return metrics
 
@@ -255,12 +327,14 @@ def evaluate(
     rank first, so every rank evaluates the model that rank 0 saves.
 
     Returns:
-        :func:`classification_metrics` plus ``"loss"`` (NaN without validation images).
+        :func:`~gradcam_kit.metrics.classification.task_metrics` plus ``"loss"`` (NaN
+        without validation images); for a multi-label head its ``"thresholds"`` (Youden's J
+        on these predictions) are what :func:`checkpoint_thresholds` stores.
     """
     context = context or _one_process(device)
     broadcast_buffers(context, model)
     _, logits, targets = gather_predictions(context, *predict(model, loader, device, amp=amp))
-    metrics = classification_metrics(logits, targets)
+    metrics = task_metrics(logits, targets, _findings(loader))
     metrics["loss"] = float(_loss_value(criterion, logits, targets)) if targets.numel() else float("nan")
     return metrics
 
@@ -312,3 +386,10 @@ class EarlyStopping:
     def best_value(self) -> float:
         """The best value in the metric's own sign (NaN before any)."""
         return abs(self.best) if not math.isinf(self.best) else float("nan")
+
+
+def checkpoint_thresholds(val_metrics: dict) -> dict[str, object]:
+    """``{"thresholds": [...]}``: the per-finding thresholds chosen on validation, for the
+    epoch's checkpoint (multi-label heads); ``{}`` otherwise."""
+    thresholds = val_metrics.get("thresholds")
+    return {"thresholds": list(thresholds)} if thresholds is not None else {}

@@ -37,6 +37,7 @@ from .loop import (
     build_criterion,
     build_optimizer,
     build_scheduler,
+    checkpoint_thresholds,
     evaluate,
     predict,
     set_train_mode,
@@ -137,6 +138,7 @@ def _metadata(cfg: argparse.Namespace, data: TrainingData, num_classes: int) -> 
         "target_layer": cfg.target_layer,
         "monitor": cfg.monitor,
         "train_config": json_safe({k: v for k, v in vars(cfg).items()}),
+        **data.checkpoint_metadata(),  # multi-label: task, findings, label_policy
     }
 
 
@@ -223,7 +225,7 @@ def train(
         if outputs is not None:
             outputs.clear()
         out.mkdir(parents=True, exist_ok=True)
-        counts = ", ".join(f"{n} {name}" for name, n in zip(data.class_names, data.train_set.class_counts().tolist()))
+        counts = data.count_text()
         log(
             f"train: {len(data.train_set)} images ({counts}) from {data.origin}; val: {len(data.val_set)}; "
             f"{context.world_size} process(es) on {device}; weights={weights}; "
@@ -297,7 +299,11 @@ def _run_epochs(
         row = _epoch_row(epoch, parts, frozen, train_metrics, val_metrics, started, improved, figures)
         history.append(row)
         if context.is_main:
-            epoch_metadata = dict(metadata, epoch=epoch, metrics=json_safe({k: v for k, v in row.items() if k in ("train", "val", "val_pointing")}))
+            epoch_metadata = dict(
+                metadata, epoch=epoch,
+                metrics=json_safe({k: v for k, v in row.items() if k in ("train", "val", "val_pointing")}),
+                **checkpoint_thresholds(val_metrics),  # multi-label: per finding, chosen on val
+            )
             save_epoch(
                 out, model, epoch_metadata, improved=improved, optimizer=parts.optimizer,
                 scheduler=parts.scheduler, scaler=parts.scaler if parts.amp else None,

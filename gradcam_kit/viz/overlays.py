@@ -73,6 +73,9 @@ class ModelInfo:
     mean: Sequence[float]
     std: Sequence[float]
     source: str
+    #: a multi-label model's findings and their thresholds (``None`` for a single-label one)
+    findings: list[str] | None = None
+    thresholds: list[float] | None = None
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,10 @@ network resource is ever requested. The per-image data is embedded once as JSON
 time (``loading="lazy"`` on top), so a folder of tens of thousands of images stays
 responsive. The script also counts loaded and broken images on ``<body>``
 (``data-images-loaded`` / ``data-images-broken``), which the browser test reads.
+
+:func:`write_findings_report` writes the same page for a multi-label model: per image one
+overlay per explained finding, each finding's probability against its threshold (and the
+truth, when the input had labels), a table per finding, and a filter by finding.
 """
 
 from __future__ import annotations
@@ -19,11 +23,14 @@ from pathlib import Path
 
 from ..metrics.classification import confusion_matrix
 
-__all__ = ["write_report"]
+__all__ = ["write_findings_report", "write_report"]
 
 PAGE_SIZE = 48
 #: Columns of a record in the page's JSON (``data.rows``), as report.js reads them.
 RECORD_FIELDS = ("index", "overlay", "path", "label_idx", "pred_idx", "probability", "explained_idx")
+#: Columns of a multi-label record: ``probabilities`` and ``truth`` (1, 0, -1 or null) hold
+#: one entry per finding, ``overlays`` ``[finding index, overlay path]`` pairs.
+FINDINGS_FIELDS = ("index", "path", "probabilities", "truth", "overlays")
 
 
 @lru_cache(maxsize=1)
@@ -165,6 +172,7 @@ def write_report(
     links = [(_relative(path, output), text) for path, text in
              ((predictions_csv, "predictions.csv"), (contact_sheet, "contact sheet")) if path is not None]
     page = _environment().get_template("report.html.j2").render(
+        findings=None,
         title=title,
         generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         details=[(str(k), str(v)) for k, v in (details or {}).items()],
@@ -175,6 +183,103 @@ def write_report(
         matrix=_matrix_cells(matrix) if matrix else None,
         skipped=[(str(p), str(r)) for p, r in skipped],
         data={"classes": names, "rows": records, "pageSize": page_size},
+    )
+    path = output / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _finding_records(rows: Sequence[Mapping[str, object]], output: Path, findings: Sequence[str]) -> list[list]:
+    """One list per row in :data:`FINDINGS_FIELDS` order, sorted by index."""
+    def truth(row: Mapping[str, object], finding: str) -> int | None:
+        value = row.get(f"true_{finding}", "")
+        return None if value in ("", None) else int(value)
+
+    records = [
+        [
+            int(row["index"]),
+            str(row["path"]),
+            [round(float(row[f"prob_{f}"]), 4) for f in findings],
+            [truth(row, f) for f in findings],
+            [[k, _relative(str(row[f"overlay_{f}"]), output)] for k, f in enumerate(findings) if row.get(f"overlay_{f}")],
+        ]
+        for row in rows
+    ]
+    return sorted(records, key=lambda r: r[0])
+
+
+def _finding_table(records: list[list], findings: Sequence[str], thresholds: Sequence[float], labelled: bool) -> list[dict]:
+    """Per finding: its threshold, images called positive, overlays drawn and, with labels,
+    the positives and negatives and the sensitivity and specificity at the threshold."""
+    table = []
+    for k, name in enumerate(findings):
+        called = [r[2][k] >= thresholds[k] for r in records]
+        row = {"name": name, "threshold": f"{thresholds[k]:.3f}", "called": sum(called),
+               "overlays": sum(1 for r in records if any(o[0] == k for o in r[4]))}
+        if labelled:
+            pos = [c for c, r in zip(called, records) if r[3][k] == 1]
+            neg = [c for c, r in zip(called, records) if r[3][k] == 0]
+            row.update(positives=len(pos), negatives=len(neg),
+                       sensitivity=f"{sum(pos) / len(pos):.2f}" if pos else "-",
+                       specificity=f"{1 - sum(neg) / len(neg):.2f}" if neg else "-")
+        table.append(row)
+    return table
+
+
+def write_findings_report(
+    output: str | Path,
+    rows: Sequence[Mapping[str, object]],
+    *,
+    findings: Sequence[str],
+    thresholds: Sequence[float],
+    skipped: Sequence[tuple[str, str]] = (),
+    contact_sheet: str | Path | None = None,
+    predictions_csv: str | Path | None = None,
+    details: Mapping[str, str] | None = None,
+    labelled: bool = False,
+    title: str = "Grad-CAM report (multi-label)",
+    page_size: int = PAGE_SIZE,
+) -> Path:
+    """Writes ``output/report.html`` for a multi-label model.
+
+    Args:
+        output: the folder holding the overlays; the page goes there.
+        rows: one mapping per image with ``index``, ``path``, ``prob_<finding>``,
+            ``overlay_<finding>`` (empty when not explained) and, with labels,
+            ``true_<finding>`` (1, 0, -1, or empty when blank).
+        findings: the model's findings, in output order.
+        thresholds: their probability thresholds.
+        skipped, contact_sheet, predictions_csv, details, title, page_size: as for
+            :func:`write_report`.
+        labelled: the rows hold ``true_<finding>``.
+
+    Returns:
+        The path of the page.
+
+    Raises:
+        ValueError: ``page_size < 1``.
+    """
+    if page_size < 1:
+        raise ValueError(f"page_size must be >= 1, got {page_size}")
+    output = Path(output)
+    output.mkdir(parents=True, exist_ok=True)
+    names = [str(f) for f in findings]
+    records = _finding_records(rows, output, names)
+    links = [(_relative(path, output), text) for path, text in
+             ((predictions_csv, "predictions.csv"), (contact_sheet, "contact sheet")) if path is not None]
+    summary = [
+        ("inputs", str(len(records) + len(skipped))), ("explained", str(len(records))), ("skipped", str(len(skipped))),
+        ("overlays", str(sum(len(r[4]) for r in records))),
+        ("with a finding", str(sum(1 for r in records if any(p >= t for p, t in zip(r[2], thresholds))))),
+    ]
+    page = _environment().get_template("report.html.j2").render(
+        findings=_finding_table(records, names, thresholds, labelled), labelled=labelled,
+        title=title,
+        generated=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        details=[(str(k), str(v)) for k, v in (details or {}).items()],
+        links=links, summary=summary, classes=names, predicted_counts=[], matrix=None,
+        skipped=[(str(p), str(r)) for p, r in skipped],
+        data={"findings": names, "thresholds": list(thresholds), "labelled": labelled, "rows": records, "pageSize": page_size},
     )
     path = output / "report.html"
     path.write_text(page, encoding="utf-8")
