@@ -33,7 +33,6 @@ and ``report.html``.
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 import time
 import warnings
@@ -234,22 +233,10 @@ def _resolve_class_idx(value: str | None, info: ModelInfo) -> int | None:
 
 
 def _select(items: list[InputItem], args: argparse.Namespace) -> list[InputItem]:
-    if args.random is not None and args.index is not None:
-        raise ValueError("pass either --random N or --index I, not both")
-    if args.index is not None:
-        bad = [i for i in args.index if not 0 <= i < len(items)]
-        if bad:
-            raise ValueError(f"--index {bad} out of range: the input has {len(items)} images (0 to {len(items) - 1})")
-        return [items[i] for i in sorted(set(args.index))]
-    if args.random is not None:
-        if args.random < 1:
-            raise ValueError(f"--random must be a positive number of images, got {args.random}")
-        if args.random > len(items):
-            warnings.warn(f"--random {args.random} but the input has {len(items)} images: explaining all", stacklevel=2)
-            return items
-        picked = random.Random(args.seed).sample(range(len(items)), args.random)
-        return [items[i] for i in sorted(picked)]
-    return items
+    from .options import select_positions
+
+    positions = select_positions(len(items), index=args.index, random_count=args.random, seed=args.seed)
+    return [items[i] for i in positions]
 
 
 def _check_output(output: Path, overwrite: bool):

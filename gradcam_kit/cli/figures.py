@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import random
 from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
@@ -47,22 +46,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _select(count: int, args: argparse.Namespace) -> list[int]:
-    """Positions in the sorted input: ``--index`` as given, ``--random N`` seeded, or
-    ``--num-images N`` spread evenly over the input (so every class folder shows up)."""
-    if args.index is not None:
-        bad = [i for i in args.index if not 0 <= i < count]
-        if bad:
-            raise ValueError(f"--index {bad} out of range: the input holds {count} images (0 to {count - 1})")
-        return sorted(set(args.index))
-    for flag, value in (("--num-images", args.num_images), ("--random", args.random)):
-        if value is not None and value < 1:
-            raise ValueError(f"{flag} must be at least 1, got {value}")
-    if args.random is not None:
-        return sorted(random.Random(args.seed).sample(range(count), min(args.random, count)))
-    wanted = min(args.num_images or count, count)
-    if wanted == count:
-        return list(range(count))
-    return sorted({round(k * (count - 1) / max(wanted - 1, 1)) for k in range(wanted)})
+    """Positions in the sorted input (see :func:`gradcam_kit.cli.options.select_positions`)."""
+    from .options import select_positions
+
+    return select_positions(count, index=args.index, random_count=args.random, seed=args.seed, spread=args.num_images)
 
 
 def _default_methods(method: str) -> list[str]:

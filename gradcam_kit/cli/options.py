@@ -10,6 +10,7 @@ layer and method ``evaluate`` recommended, else the layer ``train`` stored, else
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch stays out of `--help`
@@ -129,3 +130,44 @@ def add_dicom_window_argument(parser: argparse.ArgumentParser | argparse._Argume
         help="window for DICOM images, in the units after rescale slope/intercept; replaces "
         "each file's own VOI LUT or window (default: the file's; needs gradcam-kit[dicom])",
     )
+
+
+def select_positions(
+    count: int, *, index: Sequence[int] | None = None, random_count: int | None = None,
+    seed: int = 0, spread: int | None = None,
+) -> list[int]:
+    """Which of ``count`` sorted inputs a command works on: the one rule of ``--index``,
+    ``--random`` and ``--num-images`` (``explain`` and ``figures``).
+
+    ``--index`` takes the positions given (sorted, each once); ``--random N`` draws N with
+    ``random.Random(seed)`` (all of them, with a warning, when N is the count or more);
+    ``--num-images N`` (``spread``) takes N spread evenly, so every class folder shows up;
+    none of them: every input.
+
+    Raises:
+        ValueError: ``index`` and ``random_count`` together, an index out of range, or a
+            count below 1.
+    """
+    import random
+    import warnings
+
+    if index is not None and random_count is not None:
+        raise ValueError("pass either --random N or --index I, not both")
+    if index is not None:
+        bad = [i for i in index if not 0 <= i < count]
+        if bad:
+            raise ValueError(f"--index {bad} out of range: the input holds {count} images (0 to {count - 1})")
+        return sorted(set(index))
+    for flag, value in (("--num-images", spread), ("--random", random_count)):
+        if value is not None and value < 1:
+            raise ValueError(f"{flag} must be at least 1, got {value}")
+    if random_count is not None:
+        if random_count >= count:
+            if random_count > count:
+                warnings.warn(f"--random {random_count} but the input holds {count} images: taking all", stacklevel=2)
+            return list(range(count))
+        return sorted(random.Random(seed).sample(range(count), random_count))
+    wanted = min(spread or count, count)
+    if wanted == count:
+        return list(range(count))
+    return sorted({round(k * (count - 1) / max(wanted - 1, 1)) for k in range(wanted)})
