@@ -54,6 +54,7 @@ _OPTIONS: dict[str, tuple[object, object, str]] = {
     "target_layer": ("layer4.2.conv3", str, "Grad-CAM layer stored in the checkpoint (used by from_checkpoint)"),
     "mean": (None, str, "comma-separated normalisation mean (default: the ImageNet weights')"),
     "std": (None, str, "comma-separated normalisation std (default: the ImageNet weights')"),
+    "dicom_window": (None, str, "DICOM window CENTER,WIDTH (after rescale slope/intercept) replacing each file's own VOI LUT or window (default: the file's)"),
     "progress": (True, bool, "tqdm progress bars"),
     "tensorboard": (None, str, "TensorBoard log folder: losses, metrics, Grad-CAM overlays of fixed validation images and the pointing game per layer, every epoch (pip install gradcam-kit[tensorboard])"),
     "watch_pointing": (None, bool, "score the pointing game per layer (Grad-CAM, with its ceiling) on the validation positives with masks every epoch, into history.csv/json (default: on with --tensorboard or --monitor val_pointing)"),

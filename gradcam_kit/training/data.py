@@ -138,6 +138,24 @@ def _augmentation(cfg: argparse.Namespace) -> list:
     ]
 
 
+def dicom_window(cfg: argparse.Namespace) -> tuple[float, float] | None:
+    """``--dicom-window CENTER,WIDTH`` as two floats, or ``None`` (each file's own window).
+
+    Raises:
+        ValueError: not two numbers, or a width below 1.
+    """
+    from ..data.dicom import check_window
+
+    text = getattr(cfg, "dicom_window", None)
+    if not text:
+        return None
+    try:
+        values = [float(v) for v in str(text).split(",")]
+    except ValueError:
+        raise ValueError(f"--dicom-window takes CENTER,WIDTH (e.g. 40,400), got {text!r}") from None
+    return check_window(values)
+
+
 def load_data(cfg: argparse.Namespace, context: DistributedContext) -> TrainingData:
     """Checked samples, transforms (with augmentation for training), samplers and loaders.
 
@@ -159,14 +177,15 @@ def load_data(cfg: argparse.Namespace, context: DistributedContext) -> TrainingD
     mean, std = _floats(cfg.mean, IMAGENET_MEAN), _floats(cfg.std, IMAGENET_STD)
     train_transform = build_transform(size, mean=mean, std=std, augment=_augmentation(cfg))
     val_transform = build_transform(size, mean=mean, std=std)
+    window = dicom_window(cfg)
     policy = None
     if cfg.multilabel:
         train_set, val_set, origin = _multilabel_sets(cfg, train_transform, val_transform)
         class_names, policy = train_set.findings, train_set.policy
     else:
         train_samples, val_samples, class_names, origin = _datasets(cfg)
-        train_set = ImageDataset(train_samples, class_names, train_transform, return_index=True)
-        val_set = ImageDataset(val_samples, class_names, val_transform, return_index=True)
+        train_set = ImageDataset(train_samples, class_names, train_transform, return_index=True, dicom_window=window)
+        val_set = ImageDataset(val_samples, class_names, val_transform, return_index=True, dicom_window=window)
     train_sampler = DistributedSampler(
         train_set, num_replicas=context.world_size, rank=context.rank, shuffle=True, seed=cfg.seed
     )
@@ -235,7 +254,7 @@ def _multilabel_sets(cfg: argparse.Namespace, train_transform, val_transform) ->
         parse_policy(cfg.blank, findings, default="negative", what="--blank"),
     )
     verify_images([Sample(s.path, 0) for s in train_rows + val])
-    train_set = MultiLabelDataset(train_rows, findings, policy, train_transform, return_index=True)
+    train_set = MultiLabelDataset(train_rows, findings, policy, train_transform, return_index=True, dicom_window=dicom_window(cfg))
     counts = train_set.class_counts()
     lacking = [f for f, neg, pos in zip(findings, *counts.tolist()) if neg == 0 or pos == 0]
     if lacking:
@@ -243,5 +262,5 @@ def _multilabel_sets(cfg: argparse.Namespace, train_transform, val_transform) ->
             f"finding(s) {lacking} have no positive or no negative training labels in {source} after the "
             "--uncertain/--blank policies; leave them out with --findings or change the policies"
         )
-    val_set = MultiLabelDataset(val, findings, policy, val_transform, return_index=True)
+    val_set = MultiLabelDataset(val, findings, policy, val_transform, return_index=True, dicom_window=dicom_window(cfg))
     return train_set, val_set, str(source)

@@ -135,3 +135,16 @@ def test_resume_reads_last_pt_once(tmp_path, monkeypatch):
     monkeypatch.setattr(checkpoint, "load_checkpoint", lambda path: reads.append(path) or original(path))
     assert cli.main(["train", "--resume", str(out / "last.pt")]) == 0  # nothing left to train
     assert reads == [str(out / "last.pt")]
+
+
+def test_train_reads_a_dicom_window_as_center_comma_width():
+    import argparse
+
+    from gradcam_kit.training.data import dicom_window
+
+    assert dicom_window(argparse.Namespace(dicom_window="40,400")) == (40.0, 400.0)
+    assert dicom_window(argparse.Namespace(dicom_window=None)) is None
+    with pytest.raises(ValueError, match="CENTER,WIDTH"):
+        dicom_window(argparse.Namespace(dicom_window="40;400"))
+    with pytest.raises(ValueError, match="width must be at least 1"):
+        dicom_window(argparse.Namespace(dicom_window="40,0"))
