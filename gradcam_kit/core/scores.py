@@ -40,7 +40,6 @@ __all__ = [
 ]
 
 
-
 def resolve_class_idx(class_idx: object, logits: Tensor) -> Tensor | None:
     """Validates ``class_idx`` against ``logits`` ``(B, num_classes)``.
 
