@@ -288,8 +288,8 @@ def test_identifiers_only_on_request(pydicom, tmp_path):
 # -- the command line -----------------------------------------------------------------------
 def test_explain_on_a_dicom_folder_writes_overlays_and_a_report(pydicom, tmp_path, capsys):
     from gradcam_kit.cli.commands import entry, main
-    from gradcam_kit.cli.explain import Geometry
     from gradcam_kit.data.synthetic import generate
+    from gradcam_kit.viz.canvas import Geometry
 
     images, _, _ = generate(2, seed=3, size=64)
     folder = tmp_path / "dicoms"
