@@ -18,7 +18,6 @@ per finding, ``true_<finding>`` when the input CSV has labels, ``overlay_<findin
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -39,13 +38,13 @@ from .overlays import (
     ModelInfo,
     OverlayOptions,
     _display_path,
-    _make_loader,
     _percent,
     _prepare,
     _safe_name,
     _Shard,
     _Stopwatch,
     _write_csv,
+    run_batches,
 )
 
 if TYPE_CHECKING:
@@ -201,34 +200,13 @@ def explain_findings(
         The rows of ``predictions.csv``, ``(path, reason)`` for images that could not be
         decoded, and the time spent per stage.
     """
-    import os
-
-    from tqdm import tqdm
-
     shard = _prepare(items, model, info, options, device, output, root)
-    loader, workers = _make_loader(items, shard)
-    stats, rows, failed, pending = ExplainStats(), [], [], []
-    (output / "overlays").mkdir(parents=True, exist_ok=True)
-    progress = tqdm(total=len(items), unit="img", desc="explain", disable=not show_progress, file=sys.stderr)
-    with ThreadPoolExecutor(max_workers=options.writers or max(2, min(8, (os.cpu_count() or 2) - workers))) as writers:
-        watch = _Stopwatch(stats, lambda: None)
-        for batch in loader:
-            watch.lap("wait for data")
-            stats.decode_s += batch["decode_s"]
-            failed.extend((str(shard.by_index[i].path), why) for i, why in batch["failed"])
-            if "image" in batch:
-                numbers = _render_pairs(batch, shard, choice, watch)
-                for done in pending:
-                    stats.write_s += done.result()
-                batch_rows, pending = _queue(batch, numbers, shard, choice, writers)
-                rows.extend(batch_rows)
-                stats.images += len(batch["index"])
-            progress.update(len(batch["index"]) + len(batch["failed"]))
-            watch.lap("rows, queue PNGs")
-        for done in pending:
-            stats.write_s += done.result()
-    progress.close()
-    return rows, failed, stats
+    return run_batches(
+        items, shard,
+        lambda batch, shard, watch: (_render_pairs(batch, shard, choice, watch),),
+        lambda batch, numbers, shard, writers: _queue(batch, numbers, shard, choice, writers),
+        show_progress=show_progress,
+    )
 
 
 def _sheet_rows(rows: list[dict], choice: FindingsChoice) -> list[dict]:

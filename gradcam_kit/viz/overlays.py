@@ -49,6 +49,7 @@ __all__ = [
     "OverlayOptions",
     "display_size",
     "explain_images",
+    "run_batches",
     "write_results",
 ]
 
@@ -347,17 +348,35 @@ def explain_images(
         The rows of ``predictions.csv`` (in the order written), ``(path, reason)`` for the
         images that could not be decoded, and the time spent per stage.
     """
+    shard = _prepare(items, model, info, options, device, output, root)
+    return run_batches(items, shard, _render_batch, _queue_pngs, show_progress=show_progress)
+
+
+def run_batches(
+    items: list[InputItem],
+    shard: _Shard,
+    render: Callable[[dict, _Shard, _Stopwatch], tuple],
+    queue: Callable[..., tuple[list[dict], list[Future]]],
+    *,
+    show_progress: bool = False,
+) -> tuple[list[dict], list[tuple[str, str]], ExplainStats]:
+    """The batch loop of ``explain``: decode in workers, render on the device, write PNGs in threads.
+
+    ``render(batch, shard, watch)`` returns what ``queue(batch, *rendered, shard, writers)``
+    turns into the batch's rows and PNG futures; :func:`explain_images` passes one canvas per
+    image, :func:`gradcam_kit.viz.findings.explain_findings` one per (image, finding).
+    """
     import torch
     from tqdm import tqdm
 
-    shard = _prepare(items, model, info, options, device, output, root)
+    options, device = shard.options, shard.device
     loader, workers = _make_loader(items, shard)
     stats = ExplainStats()
     sync = torch.cuda.synchronize if (options.profile and device.type == "cuda") else (lambda: None)
     rows: list[dict] = []
     failed: list[tuple[str, str]] = []
     pending: list[Future] = []
-    (output / "overlays").mkdir(parents=True, exist_ok=True)
+    (shard.output / "overlays").mkdir(parents=True, exist_ok=True)
 
     progress = tqdm(total=len(items), unit="img", desc="explain", disable=not show_progress, file=sys.stderr)
     # Writers scale with the cores: on a GPU machine the PNGs, not the model, set the pace.
@@ -371,11 +390,11 @@ def explain_images(
             if "image" not in batch:
                 progress.update(len(batch["failed"]))
                 continue
-            canvases, numbers = _render_batch(batch, shard, watch)
+            rendered = render(batch, shard, watch)
             # Keep at most two batches of PNGs in flight: bounded memory, errors surface early.
             for done in pending:
                 stats.write_s += done.result()
-            batch_rows, pending = _queue_pngs(batch, canvases, numbers, shard, writers)
+            batch_rows, pending = queue(batch, *rendered, shard, writers)
             rows.extend(batch_rows)
             stats.images += len(batch["index"])
             progress.update(len(batch["index"]) + len(batch["failed"]))
@@ -387,7 +406,6 @@ def explain_images(
     return rows, failed, stats
 
 
-# -- rank 0: merge and write ------------------------------------------------------------
 def _write_csv(path: Path, rows: list[dict], columns: Sequence[str]) -> None:
     with path.open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(columns))
