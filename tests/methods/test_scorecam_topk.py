@@ -7,25 +7,12 @@ import copy
 import pytest
 import torch
 from torch import nn
-from torchvision.models import resnet18
 
 from gradcam_kit.core.engine import CAMEngine
 from gradcam_kit.methods.activation import ScoreCAM, TopKScoreCAM, score_cam
 
 LAYER = "layer1"  # 64 channels at 8x8 for a 32x32 input
 CLASSES = [3, 7]
-
-
-@pytest.fixture(scope="module")
-def model() -> nn.Module:
-    torch.manual_seed(0)
-    net = resnet18(weights=None, num_classes=10)
-    generator = torch.Generator().manual_seed(1)
-    for module in net.modules():  # non-trivial eval statistics
-        if isinstance(module, nn.BatchNorm2d):
-            module.running_mean.normal_(0.0, 0.1, generator=generator)
-            module.running_var.uniform_(0.5, 1.5, generator=generator)
-    return net.eval()
 
 
 @pytest.fixture(scope="module")
