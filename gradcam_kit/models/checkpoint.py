@@ -31,7 +31,6 @@ __all__ = [
     "CHECKPOINT_FORMAT",
     "CheckpointMetadata",
     "checkpoint_metadata",
-    "checkpoint_payload",
     "explanation_choice",
     "extract_state_dict",
     "load_checkpoint",
@@ -39,7 +38,6 @@ __all__ = [
     "save_checkpoint",
     "torchvision_state_dict",
     "update_checkpoint",
-    "write_checkpoint",
 ]
 
 CHECKPOINT_FORMAT = "gradcam_kit/1"
@@ -154,50 +152,22 @@ def save_checkpoint(path: str | os.PathLike, model: nn.Module, **metadata: objec
     The file is written to a temporary name first and renamed, so an interrupted save
     never leaves a corrupt checkpoint behind.
     """
-    return write_checkpoint(checkpoint_payload(model, **metadata), path)
-
-
-def checkpoint_payload(model: nn.Module, **metadata: object) -> dict[str, object]:
-    """What :func:`save_checkpoint` writes, as a dict that shares no tensor with ``model``.
-
-    The weights and every tensor in ``metadata`` (an optimizer's ``state_dict``, say) are
-    copied to the CPU, so the payload can be written while training changes the originals
-    (see :class:`gradcam_kit.training.checkpointing.CheckpointWriter`).
-    """
     import torchvision
 
-    state_dict = unwrap_model(model).state_dict()
-    return {
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dict = {k: v.detach().cpu() for k, v in unwrap_model(model).state_dict().items()}
+    payload = {
         "format": CHECKPOINT_FORMAT,
-        "state_dict": _snapshot(state_dict),
+        "state_dict": state_dict,
         "versions": {
             "torch": str(torch.__version__),  # TorchVersion is not weights_only-loadable
             "torchvision": torchvision.__version__,
             "python": sys.version.split()[0],
         },
-        **_snapshot(metadata),
+        **metadata,
     }
-
-
-def _snapshot(value: object) -> object:
-    """A copy of nested dicts, lists and tuples whose tensors are detached CPU copies."""
-    if isinstance(value, Tensor):
-        value = value.detach()
-        return value.clone() if value.device.type == "cpu" else value.cpu()
-    if isinstance(value, Mapping):
-        return {key: _snapshot(item) for key, item in value.items()}
-    if isinstance(value, tuple) and hasattr(value, "_fields"):  # a named tuple
-        return type(value)(*(_snapshot(item) for item in value))
-    if isinstance(value, (list, tuple)):
-        return type(value)(_snapshot(item) for item in value)
-    return value
-
-
-def write_checkpoint(payload: Mapping[str, object], path: str | os.PathLike) -> Path:
-    """Writes a :func:`checkpoint_payload` to ``path`` atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return _write_atomically(dict(payload), path)
+    return _write_atomically(payload, path)
 
 
 def _cached_weights_path(url: str) -> Path:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from torch import nn
 from ..metrics.classification import json_safe
 from .monitor import history_columns
 
-__all__ = ["CheckpointWriter", "ResumeState", "restore_training", "save_epoch"]
+__all__ = ["ResumeState", "restore_training", "save_epoch"]
 
 _CSV_FIELDS = [
     "epoch", "lr", "frozen", "train_loss", "train_accuracy", "train_auroc", "train_sensitivity",
@@ -117,48 +116,6 @@ def restore_training(
     )
 
 
-class CheckpointWriter:
-    """Writes each epoch's checkpoints on a background thread while the next epoch trains.
-
-    :meth:`submit` takes payloads that share no tensor with the model or optimizer
-    (:func:`~gradcam_kit.models.checkpoint.checkpoint_payload` copies them), waits for the
-    previous epoch's files, then starts writing: at most one epoch's files are in flight.
-    :meth:`close` waits for the last write and re-raises the error of a failed one (a full
-    disk, say), as does the next :meth:`submit`. Each file is written atomically, so a run
-    stopped mid-write keeps the previous complete file.
-    """
-
-    def __init__(self) -> None:
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
-
-    def submit(self, files: list[tuple[Path, dict]]) -> None:
-        """Writes ``(path, payload)`` pairs in order, in the background."""
-        self.wait()
-        self._thread = threading.Thread(target=self._write, args=(files,), name="checkpoint-writer", daemon=True)
-        self._thread.start()
-
-    def _write(self, files: list[tuple[Path, dict]]) -> None:
-        from ..models.checkpoint import write_checkpoint
-
-        try:
-            for path, payload in files:
-                write_checkpoint(payload, path)
-        except BaseException as err:  # handed to the training thread by wait()
-            self._error = err
-
-    def wait(self) -> None:
-        """Blocks until the files in flight are written; raises the error of a failed write."""
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
-        error, self._error = self._error, None
-        if error is not None:
-            raise RuntimeError(f"could not write a checkpoint: {error}") from error
-
-    close = wait
-
-
 def save_epoch(
     out: Path,
     model: nn.Module,
@@ -171,30 +128,22 @@ def save_epoch(
     best: float,
     bad_epochs: int,
     history: list[dict],
-    writer: CheckpointWriter | None = None,
 ) -> None:
     """Writes ``best.pt`` (when ``improved``), ``last.pt`` and the history of one epoch.
 
     Args:
         metadata: the checkpoint metadata of this epoch (classes, input size, epoch, metrics...).
         scaler: the AMP scaler, ``None`` without AMP.
-        writer: writes the two checkpoints in the background; ``None`` writes them before
-            returning.
     """
-    from ..models.checkpoint import checkpoint_payload
+    from ..models.checkpoint import save_checkpoint
 
-    files = []
     if improved:
-        files.append((out / "best.pt", checkpoint_payload(model, **metadata)))
-    files.append((out / "last.pt", checkpoint_payload(
-        model, **metadata,
+        save_checkpoint(out / "best.pt", model, **metadata)
+    save_checkpoint(
+        out / "last.pt", model, **metadata,
         optimizer=optimizer.state_dict(),
         scheduler=scheduler.state_dict() if scheduler is not None else None,
         scaler=scaler.state_dict() if scaler is not None else None,
         best_metric=best, bad_epochs=bad_epochs, history=json_safe(history), rng=_rng_state(),
-    )))
-    background = writer or CheckpointWriter()
-    background.submit(files)
-    if writer is None:
-        background.wait()
+    )
     _write_history(out, history)

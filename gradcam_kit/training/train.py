@@ -25,7 +25,7 @@ from torch import nn
 from ..metrics.classification import format_metrics, json_safe
 from ..models import builder as models
 from ..models.builder import resolve_weights
-from .checkpointing import CheckpointWriter, ResumeState, restore_training, save_epoch
+from .checkpointing import ResumeState, restore_training, save_epoch
 from .config import DEFAULTS, load_config, resolve_config
 from .data import BalancedBatchSampler, TrainingData, load_data
 from .distributed import DistributedContext, barrier, broadcast_object
@@ -233,13 +233,11 @@ def train(
         )
     stopping = EarlyStopping(cfg.monitor, cfg.patience, state.best, state.bad_epochs)
     monitor = build_monitor(cfg, data, parts.model.gradcam_target_layer, device, main=main)
-    writer = CheckpointWriter()  # an epoch's files are written while the next one trains
     try:
-        _run_epochs(cfg, context, data, parts, stopping, state, freeze, _metadata(cfg, data, num_classes), log, monitor, writer)
+        _run_epochs(cfg, context, data, parts, stopping, state, freeze, _metadata(cfg, data, num_classes), log, monitor)
     finally:
         if monitor is not None:
             monitor.close()
-        writer.close()
     if main:
         log(f"best checkpoint: {out / 'best.pt'}  (val {_name(cfg.monitor)} {stopping.best_value:.4f}); log: {out / 'history.csv'}")
     return 0
@@ -271,12 +269,8 @@ def _run_epochs(
     cfg: argparse.Namespace, context: DistributedContext, data: TrainingData, parts: _Parts,
     stopping: EarlyStopping, state: ResumeState, freeze: bool, metadata: dict, log: Callable[..., None],
     monitor: TrainingMonitor | None = None,
-    writer: CheckpointWriter | None = None,
 ) -> None:
-    """Epochs ``state.start_epoch`` to ``cfg.epochs`` (fewer with ``--stop-after`` or early stopping).
-
-    ``writer`` writes each epoch's checkpoints in the background (``None``: before the next epoch).
-    """
+    """Epochs ``state.start_epoch`` to ``cfg.epochs`` (fewer with ``--stop-after`` or early stopping)."""
     out, device, model, history = Path(cfg.out), context.device, parts.model, state.history
     ddp_model: nn.Module = model
     wrapped_frozen: bool | None = None
@@ -313,7 +307,7 @@ def _run_epochs(
             save_epoch(
                 out, model, epoch_metadata, improved=improved, optimizer=parts.optimizer,
                 scheduler=parts.scheduler, scaler=parts.scaler if parts.amp else None,
-                best=stopping.best, bad_epochs=stopping.bad_epochs, history=history, writer=writer,
+                best=stopping.best, bad_epochs=stopping.bad_epochs, history=history,
             )
             log(
                 f"epoch {epoch + 1}/{cfg.epochs}  loss {train_metrics['loss']:.4f}/{val_metrics['loss']:.4f}  "
