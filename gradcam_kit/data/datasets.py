@@ -49,7 +49,9 @@ __all__ = [
     "is_mask_file",
     "load_mask",
     "load_split",
+    "mask_or_empty",
     "mask_path_for",
+    "read_image",
     "scan_images",
     "split_samples",
     "verify_images",
@@ -332,6 +334,22 @@ def load_mask(path: str | os.PathLike, size: tuple[int, int] | None = None) -> T
         return data.view(mask.size[1], mask.size[0]) > 127
 
 
+def mask_or_empty(path: str | os.PathLike | None, size: tuple[int, int]) -> Tensor:
+    """:func:`load_mask` at ``size``; an all-``False`` mask when ``path`` is ``None``."""
+    return load_mask(path, size) if path is not None else torch.zeros(size, dtype=torch.bool)
+
+
+def read_image(path: str | os.PathLike, dicom_window: Sequence[float] | None = None) -> Image.Image:
+    """:func:`~.preprocess.open_image` for a dataset item: a ``ValueError`` naming the file.
+
+    8-bit L or RGB as stored; 16-bit X-rays rescaled, DICOM windowed.
+    """
+    try:
+        return open_image(path, dicom_window=dicom_window)
+    except Exception as err:
+        raise ValueError(f"cannot read image {path}: {err}") from None
+
+
 @dataclass
 class ImageDataset(Dataset):
     """Images on disk with labels and optional masks.
@@ -392,17 +410,10 @@ class ImageDataset(Dataset):
 
     def __getitem__(self, index: int) -> tuple:
         sample = self.samples[index]
-        try:
-            # 8-bit L or RGB; 16-bit X-rays rescaled, DICOM windowed
-            image = open_image(sample.path, dicom_window=self.dicom_window)
-        except Exception as err:
-            raise ValueError(f"cannot read image {sample.path}: {err}") from None
+        image = read_image(sample.path, self.dicom_window)
         item: list[object] = [self.transform(image) if self.transform is not None else image, sample.label]
         if self.mask_size is not None:
-            if sample.mask is not None:
-                item.append(load_mask(sample.mask, self.mask_size))
-            else:
-                item.append(torch.zeros(self.mask_size, dtype=torch.bool))
+            item.append(mask_or_empty(sample.mask, self.mask_size))
         if self.return_index:
             item.append(index)
         return tuple(item)

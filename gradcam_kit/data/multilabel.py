@@ -42,7 +42,6 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .dicom import check_window
-from .preprocess import open_image
 
 if TYPE_CHECKING:
     from .inputs import Inputs
@@ -352,20 +351,14 @@ class MultiLabelDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple:
-        from .datasets import load_mask
+        from .datasets import mask_or_empty, read_image
 
         sample = self.samples[index]
-        try:
-            image = open_image(sample.path, dicom_window=self.dicom_window)
-        except Exception as err:
-            raise ValueError(f"cannot read image {sample.path}: {err}") from None
+        image = read_image(sample.path, self.dicom_window)
         item: list[object] = [self.transform(image) if self.transform is not None else image]
         item += [self.targets[index], self.label_mask[index]]
         if self.mask_size is not None:
-            item.append(torch.stack([
-                load_mask(path, self.mask_size) if path is not None else torch.zeros(self.mask_size, dtype=torch.bool)
-                for path in sample.masks
-            ]))
+            item.append(torch.stack([mask_or_empty(path, self.mask_size) for path in sample.masks]))
         if self.return_index:
             item.append(index)
         return tuple(item)

@@ -11,6 +11,7 @@ from PIL import Image
 from gradcam_kit.data.multilabel import (
     LabelPolicy,
     MultiLabelDataset,
+    MultiLabelSample,
     encode_labels,
     is_multilabel_csv,
     parse_policy,
@@ -109,6 +110,19 @@ def test_dataset_returns_image_target_mask_and_finding_masks(chexpert):
     assert target0.tolist() == [1, 0, 0] and mask0.tolist() == [1, 1, 1]
     # (2, F): negatives and positives that count, per finding
     assert dataset.class_counts().tolist() == [[2, 2, 3], [1, 2, 1]]
+
+
+def test_both_datasets_name_an_unreadable_image(tmp_path):
+    from gradcam_kit.data.datasets import ImageDataset, Sample
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    policy = LabelPolicy(("ignore",), ("negative",))
+    multilabel = MultiLabelDataset([MultiLabelSample(broken, (1,), (None,))], ["Edema"], policy)
+    single = ImageDataset([Sample(broken, 0)], ["normal"])
+    for dataset in (multilabel, single):
+        with pytest.raises(ValueError, match=r"cannot read image .*broken\.png"):
+            dataset[0]
 
 
 def test_synthetic_findings_have_their_own_masks_and_balanced_labels(tmp_path):
